@@ -1,0 +1,230 @@
+//! Hark's gateway: the client listener and admission, sessions, the STT and pusher
+//! links, degraded mode, the fallback outbox, metrics and drain.
+//!
+//! [`Gateway::start`] binds both listeners and starts the process-wide tasks (the
+//! breaker's prober, the outbox drainer, the runtime-lag probe); [`Gateway::drain`]
+//! and [`Gateway::wait`] are the shutdown lifecycle.
+
+pub mod admin;
+pub mod admission;
+pub mod config;
+pub mod listener;
+pub mod metrics;
+pub mod outbox;
+pub mod pusher;
+pub mod session;
+pub mod stt;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hark_resilience::backoff::Backoff;
+use hark_resilience::breaker::{Breaker, BreakerConfig};
+use hark_resilience::ramp::RecoveryRamp;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admission::Admission;
+use crate::config::GatewayConfig;
+use crate::outbox::drainer::{Drainer, ReplaySink};
+use crate::outbox::Outbox;
+use crate::pusher::PusherShared;
+use crate::stt::SttBackend;
+
+/// What every session on this process shares.
+pub struct Shared {
+    /// The validated configuration.
+    pub config: GatewayConfig,
+    /// The STT backend.
+    pub stt: SttBackend,
+    /// Pusher breaker, ramp and timings; `None` without `--pusher-url`.
+    pub pusher: Option<Arc<PusherShared>>,
+    /// The fallback outbox.
+    pub outbox: Arc<Outbox>,
+    /// Session limits and drain state.
+    pub admission: Arc<Admission>,
+    /// Cancelled when the process starts draining.
+    pub drain: CancellationToken,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The outbox directory is unusable.
+    #[error("outbox at {dir}: {source}")]
+    Outbox {
+        /// The directory.
+        dir: String,
+        /// What failed.
+        source: outbox::OutboxError,
+    },
+    /// The STT backend is unusable.
+    #[error("{0}")]
+    Stt(#[from] stt::SttStartError),
+    /// A resilience parameter is invalid.
+    #[error("invalid reconnect backoff: {0}")]
+    Backoff(#[from] hark_resilience::backoff::BackoffError),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    client_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shared: Arc<Shared>,
+    sessions: TaskTracker,
+    /// Stops the listeners and background tasks (after drain).
+    stop: CancellationToken,
+    background: TaskTracker,
+}
+
+impl Gateway {
+    /// Binds the listeners, opens the outbox and starts the process-wide tasks.
+    pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
+        let metrics_handle = metrics::install();
+        let stt = SttBackend::from_config(&config.stt)?;
+        let outbox = Outbox::open(config.outbox.dir.clone(), config.outbox.max_bytes)
+            .await
+            .map(Arc::new)
+            .map_err(|source| StartError::Outbox {
+                dir: config.outbox.dir.display().to_string(),
+                source,
+            })?;
+        let client = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.admin_listen, source })?;
+        let client_addr = client.local_addr().expect("bound socket has an address");
+        let admin_addr = admin.local_addr().expect("bound socket has an address");
+
+        let stop = CancellationToken::new();
+        let background = TaskTracker::new();
+        let pusher = match &config.pusher {
+            Some(p) => {
+                let breaker = Breaker::new(BreakerConfig {
+                    failure_threshold: p.breaker_failure_threshold,
+                    window: p.breaker_window,
+                    cooldown: p.breaker_cooldown,
+                    retry_after_max: p.retry_after_max,
+                    probe_timeout: p.connect_timeout + Duration::from_secs(2),
+                });
+                let probe_config = p.clone();
+                background.spawn(breaker.spawn_prober(
+                    move || pusher::probe::probe(probe_config.clone()),
+                    stop.clone(),
+                ));
+                Some(Arc::new(PusherShared {
+                    config: p.clone(),
+                    breaker,
+                    ramp: RecoveryRamp::new(p.recovery_rate, rand::random()),
+                    backoff: Backoff::new(p.reconnect_base, p.reconnect_max)?,
+                    outbox: outbox.clone(),
+                }))
+            }
+            None => None,
+        };
+        let sink = match (&config.outbox.fallback_url, &config.pusher) {
+            (Some(url), _) => ReplaySink::Http(url.clone()),
+            (None, Some(p)) => ReplaySink::Pusher(p.clone()),
+            (None, None) => ReplaySink::None,
+        };
+        let drainer = Drainer::new(
+            outbox.clone(),
+            sink,
+            pusher.as_ref().map(|p| p.breaker.clone()),
+            config.outbox.replay_rate,
+            stop.clone(),
+        );
+        background.spawn(drainer.run());
+        background.spawn(metrics::runtime_lag_probe(stop.clone()));
+
+        let admission =
+            Admission::new(config.limits.max_sessions, config.limits.max_sessions_per_user);
+        let shared = Arc::new(Shared {
+            config,
+            stt,
+            pusher,
+            outbox,
+            admission: admission.clone(),
+            drain: CancellationToken::new(),
+        });
+        let sessions = TaskTracker::new();
+        background.spawn(listener::serve(client, shared.clone(), sessions.clone(), stop.clone()));
+        background.spawn(admin::serve(admin, metrics_handle, admission, stop.clone()));
+        tracing::info!(listen = %client_addr, admin = %admin_addr, "hark is listening");
+        Ok(Gateway { client_addr, admin_addr, shared, sessions, stop, background })
+    }
+
+    /// The client listener's address.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// What the sessions share (for tests and diagnostics).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Starts draining: `/ready` turns 503, new upgrades are refused with 503 +
+    /// `Retry-After`, and live sessions hand off their conversation and close with
+    /// 1012, spread over the drain timeout.
+    pub fn drain(&self) {
+        if !self.shared.admission.draining() {
+            tracing::info!(
+                sessions = self.shared.admission.active(),
+                timeout = ?self.shared.config.drain_timeout,
+                "draining"
+            );
+        }
+        self.shared.admission.start_draining();
+        self.shared.drain.cancel();
+    }
+
+    /// Waits for sessions to end (bounded by the drain timeout), then stops the
+    /// listeners and background tasks. Returns the sessions still open at the
+    /// deadline.
+    pub async fn wait(self) -> usize {
+        let deadline = self.shared.config.drain_timeout;
+        let open = if self.shared.admission.active() == 0 {
+            0
+        } else {
+            let ended = async {
+                while self.shared.admission.active() > 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            match tokio::time::timeout(deadline, ended).await {
+                Ok(()) => 0,
+                Err(_) => self.shared.admission.active(),
+            }
+        };
+        self.stop.cancel();
+        self.sessions.close();
+        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.background.wait()).await;
+        open
+    }
+
+    /// Drains and waits: the whole shutdown.
+    pub async fn shutdown(self) -> usize {
+        self.drain();
+        self.wait().await
+    }
+}

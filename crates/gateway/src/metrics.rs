@@ -1,0 +1,126 @@
+//! Metric names (design §7), their descriptions, the Prometheus exporter and the
+//! runtime-lag probe.
+//!
+//! Components emit their own metrics through the `metrics` facade with the names
+//! below; this module is the one place that installs the exporter.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+/// Open client sessions.
+pub const SESSIONS_ACTIVE: &str = "hark_sessions_active";
+/// Ended sessions by `outcome`.
+pub const SESSIONS_TOTAL: &str = "hark_sessions_total";
+/// Upgrades refused by `reason`.
+pub const SESSION_REJECTIONS: &str = "hark_session_rejections_total";
+/// Conversations handed off by `via`.
+pub const CONVERSATIONS: &str = "hark_conversations_total";
+/// STT result received → segment written to the client.
+pub const TRANSCRIPT_LATENCY: &str = "hark_transcript_latency_seconds";
+/// Scheduling delay of a 100 ms ticker.
+pub const RUNTIME_LAG: &str = "hark_runtime_lag_seconds";
+/// STT links re-established.
+pub const STT_RECONNECTS: &str = "hark_stt_reconnects_total";
+/// Audio bytes dropped because the STT link was not up.
+pub const STT_DROPPED_BYTES: &str = "hark_stt_dropped_bytes_total";
+/// Real pusher dials by `result`.
+pub const PUSHER_CONNECT_ATTEMPTS: &str = "pusher_connect_attempts_total";
+/// Sessions with a live pusher link.
+pub const PUSHER_CONNECTED: &str = "pusher_sessions_connected";
+/// Sessions in DEGRADED or HALF_OPEN_PROBE.
+pub const PUSHER_DEGRADED: &str = "pusher_sessions_degraded";
+/// Pusher-bound bytes dropped by `frame`.
+pub const PUSHER_DROPPED_BYTES: &str = "pusher_dropped_bytes_total";
+/// Pusher-bound frames dropped by `frame`.
+pub const PUSHER_DROPPED_FRAMES: &str = "pusher_dropped_frames_total";
+/// 201s carrying an error.
+pub const PUSHER_ACK_ERRORS: &str = "pusher_ack_errors_total";
+/// Pending fallback records.
+pub const OUTBOX_RECORDS: &str = "hark_outbox_records";
+/// Bytes of pending fallback records.
+pub const OUTBOX_BYTES: &str = "hark_outbox_bytes";
+/// The configured outbox capacity.
+pub const OUTBOX_MAX_BYTES: &str = "hark_outbox_max_bytes";
+/// Outbox deliveries by `result`.
+pub const OUTBOX_REPLAYED: &str = "hark_outbox_replayed_total";
+/// Outbox files moved to quarantine.
+pub const OUTBOX_QUARANTINED: &str = "hark_outbox_quarantined_total";
+/// Records the outbox refused because it was full (each logged in full).
+pub const OUTBOX_REFUSED: &str = "hark_outbox_refused_total";
+/// Client sessions closed, by close `code`.
+pub const CLIENT_CLOSES: &str = "hark_client_closes_total";
+
+/// Buckets for latency histograms, in seconds (1 ms … 10 s).
+const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+///
+/// Tests start several gateways in one process; they share this recorder.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("buckets are non-empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!(SESSIONS_ACTIVE, "Open client sessions.");
+    describe_counter!(SESSIONS_TOTAL, "Ended client sessions by outcome.");
+    describe_counter!(SESSION_REJECTIONS, "Upgrades refused by reason.");
+    describe_counter!(CONVERSATIONS, "Conversations handed off, via pusher or fallback.");
+    describe_histogram!(
+        TRANSCRIPT_LATENCY,
+        Unit::Seconds,
+        "STT result received to segment written to the client."
+    );
+    describe_histogram!(RUNTIME_LAG, Unit::Seconds, "Scheduling delay of a 100 ms ticker.");
+    describe_counter!(STT_RECONNECTS, "STT links re-established.");
+    describe_counter!(STT_DROPPED_BYTES, "Audio bytes dropped while the STT link was down.");
+    describe_counter!(PUSHER_CONNECT_ATTEMPTS, "Real pusher dials by result.");
+    describe_gauge!(PUSHER_CONNECTED, "Sessions with a live pusher link.");
+    describe_gauge!(PUSHER_DEGRADED, "Sessions in DEGRADED or HALF_OPEN_PROBE.");
+    describe_counter!(PUSHER_DROPPED_BYTES, "Pusher-bound bytes dropped while degraded.");
+    describe_counter!(PUSHER_DROPPED_FRAMES, "Pusher-bound frames dropped while degraded.");
+    describe_counter!(PUSHER_ACK_ERRORS, "201 acknowledgements carrying an error.");
+    describe_gauge!(OUTBOX_RECORDS, "Pending fallback records.");
+    describe_gauge!(OUTBOX_BYTES, "Bytes of pending fallback records.");
+    describe_gauge!(OUTBOX_MAX_BYTES, "Configured outbox capacity in bytes.");
+    describe_counter!(OUTBOX_REPLAYED, "Outbox deliveries by result.");
+    describe_counter!(OUTBOX_QUARANTINED, "Corrupt outbox files moved to quarantine.");
+    describe_counter!(OUTBOX_REFUSED, "Records refused because the outbox was full.");
+    describe_counter!(CLIENT_CLOSES, "Client sessions closed by hark, by close code.");
+}
+
+/// Measures event-loop health: how late a 100 ms ticker fires.
+pub async fn runtime_lag_probe(shutdown: CancellationToken) {
+    const PERIOD: Duration = Duration::from_millis(100);
+    let mut next = tokio::time::Instant::now() + PERIOD;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        let lag = tokio::time::Instant::now().saturating_duration_since(next);
+        metrics::histogram!(RUNTIME_LAG).record(lag.as_secs_f64());
+        next += PERIOD;
+        // After a long stall, measure from now rather than firing a burst.
+        let now = tokio::time::Instant::now();
+        if next < now {
+            next = now + PERIOD;
+        }
+    }
+}

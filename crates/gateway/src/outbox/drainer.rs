@@ -1,0 +1,291 @@
+//! The outbox drainer: replays pending records to pusher (103, 102 with every
+//! segment, 104, wait for the 201) or POSTs them to `--fallback-url`, at a bounded
+//! rate, deleting a record only once it was accepted.
+//!
+//! It runs on its own task, never a session's, does its file I/O on the blocking
+//! pool, and dials pusher only while the pod breaker is closed.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use hark_proto::{ConversationRecord, ProcessRequest, PusherFrame, SegmentsPayload};
+use hark_resilience::backoff::Backoff;
+use hark_resilience::breaker::{Breaker, BreakerState};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::{Entry, Outbox, OutboxError};
+use crate::config::PusherConfig;
+use crate::metrics::OUTBOX_REPLAYED;
+use crate::pusher::dial::{dial, listen_url};
+
+/// How long a replay waits for its 201 or HTTP answer.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rescan the directory this often even without a wake-up (records restored by an
+/// operator, say).
+const RESCAN: Duration = Duration::from_secs(30);
+
+/// Where records are delivered.
+#[derive(Clone, Debug)]
+pub enum ReplaySink {
+    /// Replay to pusher over its WebSocket protocol.
+    Pusher(PusherConfig),
+    /// POST the record as JSON with `Idempotency-Key: <conversation_id>`.
+    Http(String),
+    /// No destination configured: keep records on disk (an operator delivers them).
+    None,
+}
+
+/// Outcome of one delivery.
+#[derive(Debug)]
+enum Delivery {
+    /// Accepted; delete the record.
+    Accepted,
+    /// Refused for good (201 with an error, HTTP 4xx); quarantine it.
+    Rejected(String),
+    /// Try again later.
+    Failed(String),
+}
+
+/// The drainer task's state.
+pub struct Drainer {
+    /// The records.
+    outbox: Arc<Outbox>,
+    /// Their destination.
+    sink: ReplaySink,
+    /// Pod breaker (pusher sink only): no dial while it is not closed.
+    breaker: Option<Breaker>,
+    /// Records per second, at most.
+    rate: NonZeroU32,
+    /// Waits after a failed delivery.
+    backoff: Backoff,
+    /// Process shutdown.
+    shutdown: CancellationToken,
+}
+
+impl Drainer {
+    /// Creates the drainer.
+    pub fn new(
+        outbox: Arc<Outbox>,
+        sink: ReplaySink,
+        breaker: Option<Breaker>,
+        rate: NonZeroU32,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+            .expect("constant backoff parameters are valid");
+        Self { outbox, sink, breaker, rate, backoff, shutdown }
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(self) {
+        if matches!(self.sink, ReplaySink::None) {
+            tracing::info!("no pusher and no --fallback-url: outbox records stay on disk");
+            return;
+        }
+        let mut rng = SmallRng::from_rng(&mut rand::rng());
+        let mut failures: u32 = 0;
+        let pace = Duration::from_secs_f64(1.0 / f64::from(self.rate.get()));
+        while !self.shutdown.is_cancelled() {
+            if !self.wait_for_breaker().await {
+                return;
+            }
+            let entries = match self.outbox.list().await {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::error!(%error, "cannot list the outbox");
+                    Vec::new()
+                }
+            };
+            if entries.is_empty() {
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return,
+                    () = self.outbox.written() => {}
+                    () = tokio::time::sleep(RESCAN) => {}
+                }
+                continue;
+            }
+            for entry in entries {
+                if self.shutdown.is_cancelled() || !self.breaker_closed() {
+                    break;
+                }
+                match self.deliver_entry(&entry).await {
+                    Some(Delivery::Failed(reason)) => {
+                        metrics::counter!(OUTBOX_REPLAYED, "result" => "error").increment(1);
+                        let delay = self.backoff.delay(failures, &mut rng);
+                        failures = failures.saturating_add(1);
+                        tracing::info!(%reason, ?delay, "outbox replay failed; backing off");
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => return,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                        break;
+                    }
+                    Some(_) => failures = 0,
+                    None => {}
+                }
+                tokio::time::sleep(pace).await;
+            }
+        }
+    }
+
+    /// Reads, delivers and settles one record. `None` when the file was unreadable.
+    async fn deliver_entry(&self, entry: &Entry) -> Option<Delivery> {
+        let record = match self.outbox.read(entry).await {
+            Ok(record) => record,
+            Err(OutboxError::Corrupt { .. }) => return None,
+            Err(error) => {
+                tracing::error!(%error, file = %entry.path.display(), "cannot read outbox record");
+                return None;
+            }
+        };
+        let delivery = match &self.sink {
+            ReplaySink::Pusher(config) => self.replay_to_pusher(config, &record).await,
+            ReplaySink::Http(url) => post(url, &record).await,
+            ReplaySink::None => return None,
+        };
+        match &delivery {
+            Delivery::Accepted => {
+                if let Err(error) = self.outbox.remove(entry).await {
+                    tracing::error!(%error, "delivered record could not be deleted");
+                }
+                metrics::counter!(OUTBOX_REPLAYED, "result" => "ok").increment(1);
+                tracing::info!(conversation = %record.conversation_id, "outbox record delivered");
+            }
+            Delivery::Rejected(reason) => {
+                metrics::counter!(OUTBOX_REPLAYED, "result" => "rejected").increment(1);
+                tracing::error!(conversation = %record.conversation_id, %reason, "outbox record refused downstream; quarantining it");
+                let _ = self.outbox.quarantine(entry).await;
+            }
+            Delivery::Failed(_) => {}
+        }
+        Some(delivery)
+    }
+
+    fn breaker_closed(&self) -> bool {
+        self.breaker.as_ref().is_none_or(|b| b.state() == BreakerState::Closed)
+    }
+
+    /// Waits until the breaker is closed. `false` on shutdown.
+    async fn wait_for_breaker(&self) -> bool {
+        let Some(breaker) = &self.breaker else { return true };
+        let mut state = breaker.subscribe();
+        tokio::select! {
+            () = self.shutdown.cancelled() => false,
+            closed = state.wait_for(|s| *s == BreakerState::Closed) => closed.is_ok(),
+        }
+    }
+
+    async fn replay_to_pusher(
+        &self,
+        config: &PusherConfig,
+        record: &ConversationRecord,
+    ) -> Delivery {
+        if let Some(breaker) = &self.breaker {
+            if breaker.allow().is_err() {
+                return Delivery::Failed("breaker open".into());
+            }
+        }
+        let url = listen_url(&config.url, &record.uid, record.sample_rate);
+        let mut ws = match dial(&url, config.connect_timeout, config.retry_after_max).await {
+            Ok(ws) => {
+                if let Some(b) = &self.breaker {
+                    b.record_success();
+                }
+                ws
+            }
+            Err(error) => {
+                if let Some(b) = &self.breaker {
+                    match error.retry_after() {
+                        Some(delay) => b.record_retry_after(delay),
+                        None => b.record_failure(),
+                    }
+                }
+                return Delivery::Failed(error.to_string());
+            }
+        };
+        let id = record.conversation_id.clone();
+        let mut frames = vec![PusherFrame::Conversation(id.clone()).encode()];
+        if !record.segments.is_empty() {
+            frames.push(
+                PusherFrame::Segments(SegmentsPayload {
+                    segments: record.segments.clone(),
+                    memory_id: id.clone(),
+                })
+                .encode(),
+            );
+        }
+        frames.push(
+            PusherFrame::Process(ProcessRequest {
+                conversation_id: id.clone(),
+                language: record.language.clone(),
+            })
+            .encode(),
+        );
+        let exchange = async {
+            for frame in frames {
+                ws.feed(Message::Binary(frame)).await.map_err(|e| e.to_string())?;
+            }
+            ws.flush().await.map_err(|e| e.to_string())?;
+            while let Some(message) = ws.next().await {
+                let Message::Binary(bytes) = message.map_err(|e| e.to_string())? else { continue };
+                if let Ok(PusherFrame::Ack(ack)) = PusherFrame::decode(bytes) {
+                    if ack.conversation_id == id {
+                        return Ok(ack);
+                    }
+                }
+            }
+            Err("pusher closed before acknowledging".to_owned())
+        };
+        let outcome = match tokio::time::timeout(DELIVERY_TIMEOUT, exchange).await {
+            Ok(Ok(ack)) if ack.is_success() => Delivery::Accepted,
+            Ok(Ok(ack)) => Delivery::Rejected(ack.error.unwrap_or_else(|| "success=false".into())),
+            Ok(Err(reason)) => Delivery::Failed(reason),
+            Err(_) => Delivery::Failed(format!("no 201 within {DELIVERY_TIMEOUT:?}")),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        outcome
+    }
+}
+
+/// POSTs a record to the HTTP fallback sink.
+async fn post(url: &str, record: &ConversationRecord) -> Delivery {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let body = Bytes::from(serde_json::to_vec(record).expect("records always serialize"));
+    let request = match http::Request::post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("Idempotency-Key", &record.conversation_id)
+        .body(Full::new(body))
+    {
+        Ok(request) => request,
+        Err(error) => return Delivery::Rejected(format!("bad --fallback-url: {error}")),
+    };
+    let answer = async {
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        // Drain the body so the connection can be reused.
+        let _ = response.into_body().collect().await;
+        Ok::<_, String>(status)
+    };
+    match tokio::time::timeout(DELIVERY_TIMEOUT, answer).await {
+        Ok(Ok(status)) if status.is_success() => Delivery::Accepted,
+        Ok(Ok(status))
+            if status.is_client_error()
+                && status != http::StatusCode::REQUEST_TIMEOUT
+                && status != http::StatusCode::TOO_MANY_REQUESTS =>
+        {
+            Delivery::Rejected(format!("HTTP {status}"))
+        }
+        Ok(Ok(status)) => Delivery::Failed(format!("HTTP {status}")),
+        Ok(Err(error)) => Delivery::Failed(error),
+        Err(_) => Delivery::Failed(format!("no answer within {DELIVERY_TIMEOUT:?}")),
+    }
+}

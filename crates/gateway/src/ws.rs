@@ -1,0 +1,60 @@
+//! WebSocket settings for Hark's three sockets.
+//!
+//! tokio-tungstenite's defaults suit a browser, not a relay: a 64 MiB message limit
+//! and an unbounded write buffer would let one peer hold hundreds of megabytes of a
+//! pod. Each link gets limits sized for what it really carries.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Client sockets: small text frames out, audio frames in (≤ `max_frame_bytes`).
+pub fn client_config(max_frame_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // One audio frame (typically 3–32 KiB) fits the first read.
+        .read_buffer_size(32 * 1024)
+        // Transcript messages are small; batch them but flush at 16 KiB.
+        .write_buffer_size(16 * 1024)
+        // A client that stops reading gets 1 MiB of slack before writes fail.
+        .max_write_buffer_size(1024 * 1024)
+        .max_frame_size(Some(max_frame_bytes))
+        .max_message_size(Some(max_frame_bytes))
+}
+
+/// The STT link: audio out, JSON results in (results are a few KiB; 1 MiB is plenty).
+pub fn stt_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(64 * 1024)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .max_frame_size(Some(1024 * 1024))
+        .max_message_size(Some(1024 * 1024))
+}
+
+/// The pusher link: audio and segments out, small acks in.
+pub fn pusher_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(64 * 1024)
+        // A stalled pusher costs at most 2 MiB per session before the link fails
+        // and the session goes degraded.
+        .max_write_buffer_size(2 * 1024 * 1024)
+        .max_frame_size(Some(256 * 1024))
+        .max_message_size(Some(256 * 1024))
+}
+
+/// Turns off Nagle's algorithm (transcripts and audio are latency-bound) and sets
+/// TCP keepalive so half-open peers are found by the kernel too.
+pub fn tune(stream: &TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "TCP_NODELAY not set");
+    }
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    if let Err(error) = sock.set_tcp_keepalive(&keepalive) {
+        tracing::debug!(%error, "TCP keepalive not set");
+    }
+}

@@ -1,0 +1,72 @@
+//! The fake pusher's HTTP control port: `GET /stats`, `GET /mode`, `POST /mode`,
+//! `GET /processed`, `GET /frames`.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+
+use super::{FakePusher, ModeSpec, PusherMode, PusherStats, RecordedFrame};
+
+/// Serves the control port for `pusher` on `listen` until the fake shuts down;
+/// returns the bound address.
+///
+/// `POST /mode` takes a [`ModeSpec`] (`{"mode":"http-429","retry_after":"5"}`,
+/// `{"mode":"slow-ack","delay":"2s"}`) and answers 200 with the mode now in force, or
+/// 400 with a one-line reason.
+pub async fn serve_control(pusher: FakePusher, listen: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let stop = pusher.shared.cancel.clone().cancelled_owned();
+    let tracker = pusher.shared.tracker.clone();
+    let app = Router::new()
+        .route("/stats", get(stats))
+        .route("/mode", get(mode).post(set_mode))
+        .route("/processed", get(processed))
+        .route("/frames", get(frames))
+        .with_state(pusher);
+    tracker.spawn(async move {
+        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            tracing::warn!(%err, "fake pusher control port failed");
+        }
+    });
+    Ok(addr)
+}
+
+async fn stats(State(pusher): State<FakePusher>) -> Json<PusherStats> {
+    Json(pusher.stats())
+}
+
+async fn processed(State(pusher): State<FakePusher>) -> Json<Vec<String>> {
+    Json(pusher.processed_ids())
+}
+
+async fn frames(State(pusher): State<FakePusher>) -> Json<Vec<RecordedFrame>> {
+    Json(pusher.frames())
+}
+
+async fn mode(State(pusher): State<FakePusher>) -> Json<ModeSpec> {
+    Json(pusher.mode().spec())
+}
+
+async fn set_mode(State(pusher): State<FakePusher>, body: Bytes) -> Response {
+    let spec = match serde_json::from_slice::<ModeSpec>(&body) {
+        Ok(spec) => spec,
+        Err(err) => {
+            return (StatusCode::BAD_REQUEST, format!("bad mode JSON: {err}\n")).into_response()
+        }
+    };
+    match PusherMode::try_from(spec) {
+        Ok(mode) => {
+            let spec = mode.spec();
+            pusher.set_mode(mode);
+            Json(spec).into_response()
+        }
+        Err(err) => (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response(),
+    }
+}

@@ -1,0 +1,316 @@
+//! The app client protocol (app ↔ hark), design §3.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One transcript segment: consecutive words of one speaker.
+///
+/// Sent to clients as part of a bare JSON array, and to pusher inside 102 frames.
+/// `start`/`end` are seconds from the start of the segment's conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Unique id of the segment (a uuid).
+    pub id: String,
+    /// The words, joined by single spaces.
+    pub text: String,
+    /// `"SPEAKER_n"`, with `n` = `speaker_id`.
+    pub speaker: String,
+    /// Diarized speaker number from STT (0 when the engine does not diarize).
+    pub speaker_id: u32,
+    /// Whether the speaker is the app's user; Hark never knows, so always `false`.
+    pub is_user: bool,
+    /// Person matched to the speaker; Hark never knows, so always `null`.
+    pub person_id: Option<String>,
+    /// Seconds from the conversation's start.
+    pub start: f64,
+    /// Seconds from the conversation's start.
+    pub end: f64,
+}
+
+impl Segment {
+    /// The `speaker` label for a speaker number.
+    pub fn speaker_label(speaker_id: u32) -> String {
+        format!("SPEAKER_{speaker_id}")
+    }
+}
+
+/// Status values of `service_status` events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceStatus {
+    /// The session was accepted and is being set up.
+    Initiating,
+    /// The STT link is being (re)established.
+    SttInitiating,
+    /// Audio is being transcribed.
+    Ready,
+    /// Transcription continues; conversation processing is delayed (pusher is down).
+    Degraded,
+    /// Pusher is back; conversation processing is live again.
+    Recovered,
+}
+
+/// How a conversation was handed off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// Pusher acknowledged the conversation with a 201.
+    Pusher,
+    /// The fallback path (durable outbox or HTTP sink) accepted it.
+    Fallback,
+}
+
+impl Via {
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Pusher => "pusher",
+            Via::Fallback => "fallback",
+        }
+    }
+}
+
+/// A JSON object event from hark to the client (transcripts are bare arrays instead).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerEvent {
+    /// Live state of the service for this session.
+    ServiceStatus {
+        /// The state.
+        status: ServiceStatus,
+        /// Human-readable detail.
+        status_text: String,
+    },
+    /// A conversation has been handed off.
+    ConversationCreated {
+        /// The conversation's id.
+        conversation_id: String,
+        /// Which path took it.
+        via: Via,
+    },
+}
+
+impl ServerEvent {
+    /// Encodes the event as the text of a WebSocket frame.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server events always serialize")
+    }
+}
+
+/// Encodes a transcript update: a bare JSON array of segments.
+pub fn segments_to_json(segments: &[Segment]) -> String {
+    serde_json::to_string(segments).expect("segments always serialize")
+}
+
+/// Anything hark sends the client in a text frame, as a client decodes it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerMessage {
+    /// A transcript update.
+    Segments(Vec<Segment>),
+    /// A status or conversation event.
+    Event(ServerEvent),
+}
+
+impl ServerMessage {
+    /// Decodes a text frame from hark.
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        if text.trim_start().starts_with('[') {
+            serde_json::from_str(text).map(ServerMessage::Segments)
+        } else {
+            serde_json::from_str(text).map(ServerMessage::Event)
+        }
+    }
+}
+
+/// Audio encodings a client may send. Both are little-endian signed 16-bit mono PCM;
+/// the names are historical (8 or 16 kHz).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// 16-bit PCM (historically at 8 kHz).
+    Pcm8,
+    /// 16-bit PCM (historically at 16 kHz).
+    Pcm16,
+}
+
+impl Codec {
+    /// The query value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Pcm8 => "pcm8",
+            Codec::Pcm16 => "pcm16",
+        }
+    }
+}
+
+/// Why an upgrade query was refused; the `Display` text is the one-line reason sent
+/// with the HTTP 400.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// A parameter's value could not be parsed or is out of range.
+    #[error("invalid {param}: {reason}")]
+    Invalid {
+        /// The query parameter.
+        param: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `codec` names an encoding Hark does not take.
+    #[error("unsupported codec {0:?}: supported codecs are pcm8, pcm16")]
+    Codec(String),
+    /// `uid` is required when auth mode is `none`.
+    #[error("missing uid: the uid query parameter is required when authentication is off")]
+    MissingUid,
+}
+
+/// The validated query of a `/v4/listen` upgrade.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListenParams {
+    /// Language passed to STT (`en`).
+    pub language: String,
+    /// Sample rate of the client's PCM in Hz (8000).
+    pub sample_rate: u32,
+    /// Encoding of the client's audio (`pcm8`).
+    pub codec: Codec,
+    /// Channel count; only 1 is accepted.
+    pub channels: u8,
+    /// Silence (no new transcript) after which a conversation ends (120 s).
+    pub conversation_timeout: Duration,
+    /// The user id from the query, if any (used only with auth mode `none`).
+    pub uid: Option<String>,
+}
+
+/// Smallest and largest sample rates Hark accepts.
+pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 8_000..=48_000;
+/// Longest `uid` accepted from a query, in bytes of UTF-8.
+pub const MAX_UID_LEN: usize = 128;
+
+impl Default for ListenParams {
+    fn default() -> Self {
+        Self {
+            language: "en".to_owned(),
+            sample_rate: 8_000,
+            codec: Codec::Pcm8,
+            channels: 1,
+            conversation_timeout: Duration::from_secs(120),
+            uid: None,
+        }
+    }
+}
+
+impl ListenParams {
+    /// Parses and validates an upgrade query string (without the leading `?`).
+    ///
+    /// Unknown parameters are ignored so newer apps can talk to older relays.
+    pub fn parse(query: &str) -> Result<Self, QueryError> {
+        let mut params = ListenParams::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "language" => {
+                    let ok = (2..=16).contains(&value.len())
+                        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+                    if !ok {
+                        return Err(invalid(
+                            "language",
+                            "expected a language tag like en or pt-BR",
+                        ));
+                    }
+                    params.language = value.into_owned();
+                }
+                "sample_rate" => {
+                    let rate: u32 = value.parse().map_err(|_| {
+                        invalid("sample_rate", format!("{value:?} is not a number"))
+                    })?;
+                    if !SAMPLE_RATES.contains(&rate) {
+                        return Err(invalid(
+                            "sample_rate",
+                            format!(
+                                "{rate} is outside {}..={}",
+                                SAMPLE_RATES.start(),
+                                SAMPLE_RATES.end()
+                            ),
+                        ));
+                    }
+                    params.sample_rate = rate;
+                }
+                "codec" => {
+                    params.codec = match &*value {
+                        "pcm8" => Codec::Pcm8,
+                        "pcm16" => Codec::Pcm16,
+                        other => return Err(QueryError::Codec(other.to_owned())),
+                    }
+                }
+                "channels" => match value.parse::<u8>() {
+                    Ok(1) => params.channels = 1,
+                    _ => {
+                        return Err(invalid(
+                            "channels",
+                            format!("{value:?}: only 1 channel is supported"),
+                        ))
+                    }
+                },
+                "conversation_timeout" => {
+                    let secs: u64 = value.parse().map_err(|_| {
+                        invalid(
+                            "conversation_timeout",
+                            format!("{value:?} is not a whole number of seconds"),
+                        )
+                    })?;
+                    if !(1..=86_400).contains(&secs) {
+                        return Err(invalid(
+                            "conversation_timeout",
+                            "must be between 1 and 86400 seconds",
+                        ));
+                    }
+                    params.conversation_timeout = Duration::from_secs(secs);
+                }
+                "uid" => {
+                    let ok = !value.is_empty()
+                        && value.len() <= MAX_UID_LEN
+                        && value.chars().all(|c| !c.is_control() && !c.is_whitespace());
+                    if !ok {
+                        return Err(invalid(
+                            "uid",
+                            format!("must be 1..={MAX_UID_LEN} bytes without spaces or control characters"),
+                        ));
+                    }
+                    params.uid = Some(value.into_owned());
+                }
+                _ => {}
+            }
+        }
+        Ok(params)
+    }
+
+    /// Renders the query string a client would send for these parameters.
+    pub fn to_query(&self) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        out.append_pair("language", &self.language)
+            .append_pair("sample_rate", &self.sample_rate.to_string())
+            .append_pair("codec", self.codec.as_str())
+            .append_pair("channels", &self.channels.to_string())
+            .append_pair("conversation_timeout", &self.conversation_timeout.as_secs().to_string());
+        if let Some(uid) = &self.uid {
+            out.append_pair("uid", uid);
+        }
+        out.finish()
+    }
+}
+
+fn invalid(param: &'static str, reason: impl Into<String>) -> QueryError {
+    QueryError::Invalid { param, reason: reason.into() }
+}
+
+/// Frames of at most this many bytes are keep-alives, not audio.
+pub const KEEPALIVE_MAX_BYTES: usize = 2;
+
+/// The `type` of a client text frame, if it has one. Hark ignores all client text
+/// frames today; this lets it log what it ignored.
+pub fn client_text_type(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_str::<Typed>(text).ok().map(|t| t.kind)
+}
