@@ -1,7 +1,7 @@
 //! Links PocketSphinx through pkg-config when the `pocketsphinx` feature is on;
 //! without it this script does nothing and no C library is needed.
 //!
-//! It compiles `csrc/hark_ps.c` (two struct-field reads the C API lacks) and
+//! It compiles `csrc/hark_ps.c` (a CMN reset the C API lacks) and
 //! passes three facts about the installed package to the crate:
 //! - `HARK_POCKETSPHINX_MODELDIR`: the packaged models (`pkg-config --variable=modeldir`);
 //! - `HARK_POCKETSPHINX_DATADIR`: the package's data directory (test audio lives under it);

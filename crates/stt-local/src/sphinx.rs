@@ -4,17 +4,17 @@
 //! The declarations in [`sys`] follow the header of Debian's
 //! `libpocketsphinx-dev` 0.8+5prealpha+1-15 (`/usr/include/pocketsphinx/pocketsphinx.h`,
 //! with `cmd_ln.h` and `err.h` from `libsphinxbase-dev`).
-//! Two struct-field reads the C API has no function for live in
-//! `csrc/hark_ps.c`, compiled by build.rs against the same headers.
+//! What the C API has no function for (reaching and resetting the CMN state)
+//! lives in `csrc/hark_ps.c`, compiled by build.rs against the same headers.
 //! `tests/ffi_signatures.rs` compiles each declaration against those headers
 //! and fails on any mismatch; keep one `pub fn` per declaration so it can read them.
 //!
 //! A decoder serves many streams in turn. Each stream starts from the same
 //! state: `ps_start_stream` resets the frame clock and the front end's noise
 //! estimate, and [`Decoder`] puts the live cepstral mean (CMN), which adapts
-//! to each speaker and microphone, back to the model's initial value. So a
-//! transcript never depends on which session used the decoder before, and
-//! matches what `pocketsphinx_continuous` prints for the same audio.
+//! to each speaker and microphone, back to its state right after loading. So a
+//! transcript never depends on which session used the decoder before, and is
+//! what `pocketsphinx_continuous` prints for the same audio.
 
 // This crate denies unsafe code; this module is the exception because calling
 // C is unsafe by definition. Every unsafe block says why it is sound.
@@ -60,6 +60,7 @@ pub(crate) mod sys {
         _opaque: [u8; 0],
     }
     /// stdio's `FILE` (opaque).
+    #[allow(clippy::upper_case_acronyms)] // C's name.
     #[repr(C)]
     pub struct FILE {
         _opaque: [u8; 0],
@@ -94,11 +95,11 @@ pub(crate) mod sys {
         pub fn ps_seg_next(seg: *mut ps_seg_t) -> *mut ps_seg_t;
         pub fn ps_seg_word(seg: *mut ps_seg_t) -> *const c_char;
         pub fn ps_seg_frames(seg: *mut ps_seg_t, out_sf: *mut c_int, out_ef: *mut c_int);
-        pub fn cmn_live_get(cmn: *mut cmn_t, vec: *mut f32);
-        pub fn cmn_live_set(cmn: *mut cmn_t, vec: *const f32);
         // csrc/hark_ps.h
         pub fn hark_ps_live_cmn(ps: *mut ps_decoder_t) -> *mut cmn_t;
-        pub fn hark_cmn_veclen(cmn: *mut cmn_t) -> i32;
+        pub fn hark_cmn_veclen(cmn: *const cmn_t) -> i32;
+        pub fn hark_cmn_save(cmn: *const cmn_t, mean: *mut f32);
+        pub fn hark_cmn_restart(cmn: *mut cmn_t, mean: *const f32);
     }
 }
 
@@ -293,7 +294,7 @@ impl Decoder {
             let mut initial = vec![0.0; usize::try_from(len).unwrap_or(0)];
             if !initial.is_empty() {
                 // SAFETY: `initial` has room for the `len` values written.
-                unsafe { sys::cmn_live_get(cmn.as_ptr(), initial.as_mut_ptr()) };
+                unsafe { sys::hark_cmn_save(cmn.as_ptr(), initial.as_mut_ptr()) };
             }
             decoder.initial_cmn = initial;
         }
@@ -329,9 +330,9 @@ impl Recognizer for Decoder {
         // SAFETY: live decoder, no utterance open.
         Self::check("ps_start_stream", unsafe { sys::ps_start_stream(self.ptr()) })?;
         if let (Some(cmn), false) = (self.live_cmn(), self.initial_cmn.is_empty()) {
-            // SAFETY: `initial_cmn` was read from this same state, so it has
-            // the `veclen` values cmn_live_set reads.
-            unsafe { sys::cmn_live_set(cmn.as_ptr(), self.initial_cmn.as_ptr()) };
+            // SAFETY: `initial_cmn` was saved from this same state, so it has
+            // the `veclen` values hark_cmn_restart reads.
+            unsafe { sys::hark_cmn_restart(cmn.as_ptr(), self.initial_cmn.as_ptr()) };
         }
         self.start_utt()
     }

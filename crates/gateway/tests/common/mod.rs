@@ -111,3 +111,20 @@ pub fn metric_value(body: &str, series: &str) -> f64 {
 pub fn query(uid: &str, conversation_timeout: u32) -> String {
     format!("uid={uid}&sample_rate=16000&codec=pcm16&conversation_timeout={conversation_timeout}")
 }
+
+/// Adjusts the pusher timings of a config (which must have a pusher).
+pub fn pusher_timings(
+    config: &mut GatewayConfig,
+    f: impl FnOnce(&mut hark_gateway::config::PusherConfig),
+) {
+    f(config.pusher.as_mut().expect("config has a pusher"));
+}
+
+/// Sum of every `pusher_connect_attempts_total{result=…}` sample: real dials made.
+pub fn dials(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("pusher_connect_attempts_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
