@@ -180,6 +180,21 @@ impl ListenClient {
         }
     }
 
+    /// Reads until the server closes; returns the close code (`None` when the
+    /// socket ended without a close frame), or `Err(())` if `limit` passed first.
+    pub async fn wait_closed(&mut self, limit: Duration) -> Result<Option<u16>, ()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Some(Received::Closed(code, _)) => return Ok(code),
+                Some(_) => {}
+                None if Instant::now() >= deadline => return Err(()),
+                None => return Ok(None),
+            }
+        }
+    }
+
     /// Closes the socket normally and reads until the server's close.
     pub async fn close(mut self) -> Vec<Received> {
         let _ = self.sink.send(Message::Close(None)).await;

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod auth;
 pub mod config;
 pub mod listener;
 pub mod metrics;

@@ -112,7 +112,7 @@ fn c_check(decls: &[Decl]) -> String {
 fn compile(tag: &str, source: &str) -> Result<(), String> {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let file = dir.join(format!("ffi_signatures_{tag}.c"));
-    std::fs::write(&file, source).unwrap();
+    std::fs::write(&file, source).map_err(|e| format!("{}: {e}", file.display()))?;
     let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     let mut command = Command::new(&compiler);
     command.args([

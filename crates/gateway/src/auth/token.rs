@@ -75,7 +75,8 @@ pub(crate) fn bearer(authorization: Option<&str>) -> Result<&str, AuthError> {
 pub(crate) fn split(token: &str) -> Result<Parts<'_>, AuthError> {
     let (signed, signature) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
     let (header, payload) = signed.split_once('.').ok_or(AuthError::Malformed)?;
-    let base64url = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let base64url =
+        |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if header.is_empty()
         || payload.is_empty()
         || !base64url(header)
@@ -111,7 +112,11 @@ pub(crate) fn header(encoded: &str) -> Result<Header, AuthError> {
 ///
 /// The wall clock is a parameter because `exp` and `nbf` are wall-clock times: the
 /// monotonic tokio clock cannot be compared with them.
-pub(crate) fn validate(encoded: &str, policy: &Policy<'_>, now: SystemTime) -> Result<String, AuthError> {
+pub(crate) fn validate(
+    encoded: &str,
+    policy: &Policy<'_>,
+    now: SystemTime,
+) -> Result<String, AuthError> {
     let claims = json_object(encoded)?;
     let now = now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     let leeway = policy.leeway.as_secs_f64();
@@ -189,7 +194,8 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    const OPEN: Policy<'static> = Policy { audience: None, issuer: None, leeway: Duration::from_secs(30) };
+    const OPEN: Policy<'static> =
+        Policy { audience: None, issuer: None, leeway: Duration::from_secs(30) };
 
     #[test]
     fn bearer_scheme() {
@@ -208,7 +214,10 @@ mod tests {
     #[test]
     fn three_base64url_parts() {
         let parts = split("aGk.eyJ9.c2ln").expect("valid");
-        assert_eq!((parts.signed, parts.header, parts.payload, parts.signature), ("aGk.eyJ9", "aGk", "eyJ9", "c2ln"));
+        assert_eq!(
+            (parts.signed, parts.header, parts.payload, parts.signature),
+            ("aGk.eyJ9", "aGk", "eyJ9", "c2ln")
+        );
         assert!(split("aGk.eyJ9.").is_ok(), "an empty signature is a shape alg:none uses");
         for bad in ["", "a", "a.b", "a.b.c.d", ".b.c", "a..c", "a.b+.c", "a.b.c=", "a b.c.d"] {
             assert_eq!(split(bad).err(), Some(AuthError::Malformed), "{bad:?}");
@@ -221,8 +230,13 @@ mod tests {
         assert_eq!(h, Header { alg: "RS256".into(), kid: Some("k1".into()) });
         let h = header(&b64(json!({"alg": "none"}))).expect("valid");
         assert_eq!(h, Header { alg: "none".into(), kid: None });
-        for bad in [json!({}), json!({"alg": 1}), json!({"alg": "HS256", "kid": 7}), json!(["alg"]),
-                    json!({"alg": "HS256", "crit": ["exp"]})] {
+        for bad in [
+            json!({}),
+            json!({"alg": 1}),
+            json!({"alg": "HS256", "kid": 7}),
+            json!(["alg"]),
+            json!({"alg": "HS256", "crit": ["exp"]}),
+        ] {
             assert_eq!(header(&b64(bad.clone())), Err(AuthError::Malformed), "{bad}");
         }
         assert_eq!(header("!!"), Err(AuthError::Malformed));
@@ -242,8 +256,16 @@ mod tests {
         assert_eq!(validate(&token, &OPEN, at(969)), Err(AuthError::NotYetValid));
         assert_eq!(validate(&token, &OPEN, at(970)), Ok("u".into()), "inside the leeway");
 
-        for bad in [json!({"sub": "u"}), json!({"sub": "u", "exp": "2000"}), json!({"sub": "u", "exp": 2000, "nbf": null})] {
-            assert_eq!(validate(&claims(bad.clone()), &OPEN, at(0)), Err(AuthError::Malformed), "{bad}");
+        for bad in [
+            json!({"sub": "u"}),
+            json!({"sub": "u", "exp": "2000"}),
+            json!({"sub": "u", "exp": 2000, "nbf": null}),
+        ] {
+            assert_eq!(
+                validate(&claims(bad.clone()), &OPEN, at(0)),
+                Err(AuthError::Malformed),
+                "{bad}"
+            );
         }
         assert_eq!(validate(&b64(json!([1, 2])), &OPEN, at(0)), Err(AuthError::Malformed));
     }
@@ -256,7 +278,11 @@ mod tests {
         assert_eq!(ok(base.clone()), Ok("u".into()));
         let with = |k: &str, v: Value| {
             let mut c = base.clone();
-            if v.is_null() { c.as_object_mut().expect("object").remove(k); } else { c[k] = v; }
+            if v.is_null() {
+                c.as_object_mut().expect("object").remove(k);
+            } else {
+                c[k] = v;
+            }
             c
         };
         assert_eq!(ok(with("aud", json!(["other", "hark"]))), Ok("u".into()));
@@ -277,7 +303,15 @@ mod tests {
         assert_eq!(sub(json!("user-42")), Ok("user-42".into()));
         assert_eq!(sub(json!("ü".repeat(64))), Ok("ü".repeat(64)), "128 bytes");
         assert_eq!(sub(json!("x".repeat(MAX_SUBJECT_BYTES + 1))), Err(AuthError::NoSubject));
-        for bad in [json!(""), json!("a b"), json!("a\nb"), json!("a\u{7f}"), json!("a\u{a0}b"), json!(42), Value::Null] {
+        for bad in [
+            json!(""),
+            json!("a b"),
+            json!("a\nb"),
+            json!("a\u{7f}"),
+            json!("a\u{a0}b"),
+            json!(42),
+            Value::Null,
+        ] {
             assert_eq!(sub(bad.clone()), Err(AuthError::NoSubject), "{bad}");
         }
         assert_eq!(validate(&b64(json!({"exp": 100})), &OPEN, at(0)), Err(AuthError::NoSubject));

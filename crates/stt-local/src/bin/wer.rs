@@ -90,10 +90,11 @@ fn read_wav(path: &Path) -> Result<(u32, Vec<u8>), String> {
     if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return Err(bad("not a RIFF/WAVE file"));
     }
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let (mut rate, mut at) = (None, 12);
     while at + 8 <= bytes.len() {
         let id = &bytes[at..at + 4];
-        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let size = u32_at(&bytes, at + 4) as usize;
         let body = &bytes[at + 8..(at + 8 + size).min(bytes.len())];
         match id {
             b"fmt " if body.len() >= 16 => {
@@ -101,7 +102,7 @@ fn read_wav(path: &Path) -> Result<(u32, Vec<u8>), String> {
                 if (u16_at(0), u16_at(2), u16_at(14)) != (1, 1, 16) {
                     return Err(bad("not 16-bit mono PCM"));
                 }
-                rate = Some(u32::from_le_bytes(body[4..8].try_into().unwrap()));
+                rate = Some(u32_at(body, 4));
             }
             b"data" => {
                 let rate = rate.ok_or_else(|| bad("data before fmt"))?;
