@@ -72,6 +72,7 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe();
+            register_zeroes();
             handle
         })
         .clone()
@@ -103,6 +104,61 @@ fn describe() {
     describe_counter!(OUTBOX_QUARANTINED, "Corrupt outbox files moved to quarantine.");
     describe_counter!(OUTBOX_REFUSED, "Records refused because the outbox was full.");
     describe_counter!(CLIENT_CLOSES, "Client sessions closed by hark, by close code.");
+}
+
+/// Registers every contract series with its known labels at zero, so a fresh
+/// process exports all of them: "0 rejections" answers a question, a missing
+/// series does not, and rate() over a series that appears late loses its first step.
+fn register_zeroes() {
+    for outcome in [
+        "client_closed",
+        "inactivity",
+        "frame_too_big",
+        "bad_text",
+        "slow_consumer",
+        "stt_unavailable",
+        "drained",
+        "error",
+    ] {
+        metrics::counter!(SESSIONS_TOTAL, "outcome" => outcome).absolute(0);
+    }
+    for reason in ["auth", "capacity", "user_limit", "bad_request", "draining", "rate_limit"] {
+        metrics::counter!(SESSION_REJECTIONS, "reason" => reason).absolute(0);
+    }
+    for via in ["pusher", "fallback"] {
+        metrics::counter!(CONVERSATIONS, "via" => via).absolute(0);
+    }
+    for result in ["ok", "refused", "timeout", "http_429", "http_503", "error"] {
+        metrics::counter!(PUSHER_CONNECT_ATTEMPTS, "result" => result).absolute(0);
+    }
+    for frame in ["101", "102"] {
+        metrics::counter!(PUSHER_DROPPED_BYTES, "frame" => frame).absolute(0);
+        metrics::counter!(PUSHER_DROPPED_FRAMES, "frame" => frame).absolute(0);
+    }
+    for result in ["ok", "error", "rejected"] {
+        metrics::counter!(OUTBOX_REPLAYED, "result" => result).absolute(0);
+    }
+    for to in ["open", "half_open", "closed"] {
+        metrics::counter!("pusher_circuit_breaker_transitions_total", "to" => to).absolute(0);
+    }
+    for counter in [
+        STT_RECONNECTS,
+        STT_DROPPED_BYTES,
+        PUSHER_ACK_ERRORS,
+        OUTBOX_QUARANTINED,
+        OUTBOX_REFUSED,
+        "pusher_circuit_breaker_rejections_total",
+    ] {
+        metrics::counter!(counter).absolute(0);
+    }
+    for gauge in [PUSHER_CONNECTED, PUSHER_DEGRADED, OUTBOX_RECORDS, OUTBOX_BYTES] {
+        metrics::gauge!(gauge).increment(0.0);
+    }
+    metrics::gauge!("pusher_circuit_breaker_state").set(0.0);
+    // Histograms render once they have a sample; an empty histogram is
+    // registered by touching it without recording.
+    let _ = metrics::histogram!(TRANSCRIPT_LATENCY);
+    let _ = metrics::histogram!(RUNTIME_LAG);
 }
 
 /// Measures event-loop health: how late a 100 ms ticker fires.

@@ -138,6 +138,9 @@ pub struct PusherLink {
     pending: VecDeque<ConversationRecord>,
     /// Whether the session was told `degraded` (so it gets `recovered` later).
     told_degraded: bool,
+    /// A conversation whose live segments were (partly) dropped while the link was
+    /// down; when it ends on a live link, pusher gets all its segments before 104.
+    gap: Option<String>,
     /// The gauge this link currently counts in.
     gauge: Gauge,
     /// Jitter source for backoff.
@@ -166,6 +169,7 @@ impl PusherLink {
             batch: Vec::new(),
             pending: VecDeque::new(),
             told_degraded: false,
+            gap: None,
             gauge: Gauge::None,
             rng: SmallRng::from_rng(&mut rand::rng()),
             session_id,
@@ -315,18 +319,28 @@ impl PusherLink {
         }
         let (mut sink, mut stream) = ws.split();
         let exit = self.stream_frames(&mut sink, &mut stream).await;
+        if matches!(exit, Exit::Failed(_)) {
+            if let Ok(ws) = sink.reunite(stream) {
+                abort(ws);
+            }
+            return self.after_failure(exit);
+        }
         match exit {
             Exit::Shutdown => {
                 self.await_acks(&mut sink, &mut stream).await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
                 State::Done
             }
-            Exit::Failed(reason) => {
-                tracing::info!(session = %self.session_id, %reason, "pusher link lost; reconnecting");
-                self.set_gauge(Gauge::None);
-                State::Backoff { attempt: 1 }
-            }
+            Exit::Failed(_) => unreachable!("handled above"),
         }
+    }
+
+    fn after_failure(&mut self, exit: Exit) -> State {
+        if let Exit::Failed(reason) = exit {
+            tracing::info!(session = %self.session_id, %reason, "pusher link lost; reconnecting");
+        }
+        self.set_gauge(Gauge::None);
+        State::Backoff { attempt: 1 }
     }
 
     async fn stream_frames(
@@ -384,12 +398,13 @@ impl PusherLink {
                 _ = heartbeat.tick() => out.push(PusherFrame::Heartbeat.encode()),
                 _ = batch_tick.tick() => self.take_batch(&mut out),
                 _ = ping.tick() => {
-                    if last_seen.elapsed() > config.ping_timeout {
-                        return Exit::Failed(format!("no pong for {:?}", config.ping_timeout));
-                    }
                     if let Err(reason) = write_ping(sink, config.ping_timeout).await {
                         return Exit::Failed(reason);
                     }
+                }
+                // Liveness: nothing (pong, ack, anything) for the ping timeout.
+                () = sleep_until(last_seen + config.ping_timeout) => {
+                    return Exit::Failed(format!("no pong or frame for {:?}", config.ping_timeout));
                 }
             }
             if let Err(reason) = write(sink, out, config.ping_timeout).await {
@@ -416,6 +431,18 @@ impl PusherLink {
             }
             LinkCommand::ConversationEnded(record) => {
                 self.take_batch(out);
+                if self.gap.as_deref() == Some(record.conversation_id.as_str()) {
+                    // Pusher missed live segments of this conversation during an
+                    // outage: send them all (ids are stable, so repeats are harmless).
+                    self.gap = None;
+                    out.push(
+                        PusherFrame::Segments(SegmentsPayload {
+                            segments: record.segments.clone(),
+                            memory_id: record.conversation_id.clone(),
+                        })
+                        .encode(),
+                    );
+                }
                 out.push(process_frame(&record));
                 self.pending.push_back(*record);
             }
@@ -526,6 +553,7 @@ impl PusherLink {
                 // The session keeps the segments for the fallback record.
                 let bytes: usize = segments.iter().map(|s| s.text.len() + 128).sum();
                 count_drop("102", bytes);
+                self.gap.clone_from(&self.conversation);
             }
             LinkCommand::ConversationStarted(id) => {
                 self.batch.clear();
@@ -578,6 +606,17 @@ impl PusherLink {
         }
         self.gauge = gauge;
     }
+}
+
+/// Drops a dead link with a TCP reset (SO_LINGER 0) instead of a graceful FIN, so
+/// a stalled pusher that wakes up later finds the connection reset and does not
+/// process frames (a 104, say) that hark has already handed to the fallback path.
+fn abort(ws: PusherStream) {
+    let tcp = ws.get_ref();
+    if let Err(error) = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!(%error, "SO_LINGER not set on a dead pusher link");
+    }
+    drop(ws);
 }
 
 fn process_frame(record: &ConversationRecord) -> Bytes {
