@@ -15,11 +15,12 @@
 //! next to the old one and rename it into place, so the poll never sees half a file.
 
 mod jwks;
+mod reload;
 mod token;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -28,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 pub use jwks::JwksError;
 pub use token::{MAX_SUBJECT_BYTES, MAX_TOKEN_BYTES};
 
-use jwks::{Fingerprint, KeySet, LoadError};
+use jwks::KeySet;
+use reload::JwksSource;
 use token::Policy;
 
 /// The shortest HS256 secret accepted: RFC 7518 §3.2 requires a key at least as
@@ -119,7 +121,10 @@ pub enum AuthSetupError {
         source: std::io::Error,
     },
     /// The secret is too short for HS256.
-    #[error("the JWT secret in {} is {len} bytes; HS256 needs at least {MIN_SECRET_BYTES}", path.display())]
+    #[error(
+        "the JWT secret in {} is {len} bytes; HS256 needs at least {MIN_SECRET_BYTES}",
+        path.display()
+    )]
     WeakSecret {
         /// The file.
         path: PathBuf,
@@ -161,20 +166,11 @@ struct Inner {
     leeway: Duration,
 }
 
-/// The JWKS file and the key set last loaded from it.
-struct JwksSource {
-    path: PathBuf,
-    /// Swapped whole by the reloader; readers clone the `Arc` and let go.
-    keys: RwLock<Arc<KeySet>>,
-    /// The version of the file that `load` read: where the reloader starts.
-    loaded: Fingerprint,
-}
-
 impl fmt::Debug for JwtAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtAuth")
             .field("secret", &self.inner.secret.as_ref().map(|_| "[redacted]"))
-            .field("jwks_file", &self.inner.jwks.as_ref().map(|j| &j.path))
+            .field("jwks_file", &self.inner.jwks.as_ref().map(JwksSource::path))
             .field("audience", &self.inner.audience)
             .field("issuer", &self.inner.issuer)
             .field("leeway", &self.inner.leeway)
@@ -188,21 +184,12 @@ impl JwtAuth {
         if config.secret_file.is_none() && config.jwks_file.is_none() {
             return Err(AuthSetupError::NotConfigured);
         }
+        // Name the backend rather than leave it to feature unification: were another
+        // crate to turn on jsonwebtoken's `aws_lc_rs` too, the automatic choice would
+        // panic at the first verification. An `Err` means one is already installed.
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
         let secret = config.secret_file.as_deref().map(load_secret).transpose()?;
-        let jwks = match config.jwks_file {
-            Some(path) => {
-                let (loaded, keys) = jwks::load(&path).map_err(|e| match e {
-                    LoadError::Io(source) => {
-                        AuthSetupError::ReadJwks { path: path.clone(), source }
-                    }
-                    LoadError::Invalid(_, source) => {
-                        AuthSetupError::InvalidJwks { path: path.clone(), source }
-                    }
-                })?;
-                Some(JwksSource { path, keys: RwLock::new(Arc::new(keys)), loaded })
-            }
-            None => None,
-        };
+        let jwks = config.jwks_file.map(JwksSource::load).transpose()?;
         Ok(JwtAuth {
             inner: Arc::new(Inner {
                 secret,
@@ -237,7 +224,7 @@ impl JwtAuth {
             "RS256" | "ES256" => {
                 let alg = if header.alg == "RS256" { Algorithm::RS256 } else { Algorithm::ES256 };
                 let source = inner.jwks.as_ref().ok_or(AuthError::Algorithm)?;
-                let keys = source.keys.read().unwrap_or_else(PoisonError::into_inner).clone();
+                let keys = source.keys();
                 verify_with_jwks(&parts, &keys, alg, header.kid.as_deref())?;
             }
             _ => return Err(AuthError::Algorithm),
@@ -253,85 +240,21 @@ impl JwtAuth {
     /// Spawns a task that polls the JWKS file every `every` and swaps in its keys
     /// when it changes (its modification time or length). A new version that does
     /// not parse is logged once and ignored: the previous keys stay in force. Ends
-    /// on `shutdown`; ends at once when no JWKS file is configured.
+    /// on `shutdown`; ends at once when no JWKS file is configured. An `every`
+    /// under 10 ms is taken as 10 ms.
     pub fn spawn_reloader(
         &self,
         every: Duration,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let inner = self.inner.clone();
+        // `interval` panics on zero, and a busier poll than this buys nothing.
+        let every = every.max(Duration::from_millis(10));
         tokio::spawn(async move {
             if let Some(source) = &inner.jwks {
-                reload_loop(source, every, shutdown).await;
+                source.reload_loop(every, shutdown).await;
             }
         })
-    }
-}
-
-/// The reloader: one poll per tick, each on the blocking pool (it touches the disk).
-async fn reload_loop(source: &JwksSource, every: Duration, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await; // The first tick is immediate; `load` has just read the file.
-    let mut seen = source.loaded;
-    // The file being briefly absent or unreadable is logged once, not every tick.
-    let mut unreadable_logged = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let path = source.path.clone();
-        let poll = tokio::task::spawn_blocking(move || poll_jwks(&path, seen)).await;
-        match poll {
-            Ok(Poll::Unchanged) => unreadable_logged = false,
-            Ok(Poll::Reloaded(fp, keys)) => {
-                tracing::info!(path = %source.path.display(), keys = keys.keys.len(), "reloaded the JWKS file");
-                *source.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
-                seen = fp;
-                unreadable_logged = false;
-            }
-            Ok(Poll::Invalid(fp, error)) => {
-                tracing::error!(
-                    path = %source.path.display(), %error,
-                    "the JWKS file changed but is not usable; keeping the previous keys"
-                );
-                // Not retried until the file changes again.
-                seen = fp;
-                unreadable_logged = false;
-            }
-            Ok(Poll::Unreadable(error)) => {
-                if !unreadable_logged {
-                    tracing::error!(
-                        path = %source.path.display(), %error,
-                        "cannot read the JWKS file; keeping the previous keys"
-                    );
-                    unreadable_logged = true;
-                }
-            }
-            Err(join) => tracing::error!(error = %join, "the JWKS reload task failed"),
-        }
-    }
-}
-
-/// The outcome of one look at the JWKS file.
-enum Poll {
-    Unchanged,
-    Reloaded(Fingerprint, KeySet),
-    Invalid(Fingerprint, JwksError),
-    Unreadable(std::io::Error),
-}
-
-fn poll_jwks(path: &Path, seen: Fingerprint) -> Poll {
-    match jwks::fingerprint(path) {
-        Ok(fp) if fp == seen => return Poll::Unchanged,
-        Ok(_) => {}
-        Err(e) => return Poll::Unreadable(e),
-    }
-    match jwks::load(path) {
-        Ok((fp, keys)) => Poll::Reloaded(fp, keys),
-        Err(LoadError::Invalid(fp, e)) => Poll::Invalid(fp, e),
-        Err(LoadError::Io(e)) => Poll::Unreadable(e),
     }
 }
 
@@ -389,8 +312,8 @@ fn verify(parts: &token::Parts<'_>, key: &DecodingKey, alg: Algorithm) -> Result
         Ok(true) => Ok(()),
         Ok(false) => Err(AuthError::BadSignature),
         Err(e) if matches!(e.kind(), ErrorKind::Base64(_)) => Err(AuthError::Malformed),
-        // The key could not be used for this algorithm; keys are checked at load,
-        // so this is the token's doing.
+        // The backend refused the key for this algorithm. Keys are checked at load so
+        // this should not happen; refusing the token is the safe answer.
         Err(_) => Err(AuthError::BadSignature),
     }
 }

@@ -90,6 +90,12 @@ pub struct Limits {
     pub inactivity_timeout: Duration,
     /// Messages queued to a client before it counts as a slow consumer (1008).
     pub client_queue: NonZeroUsize,
+    /// Largest text frame from a client (1009 above it).
+    pub max_text_bytes: NonZeroUsize,
+    /// Bound on reading the HTTP upgrade request and completing the handshake.
+    pub handshake_timeout: Duration,
+    /// Upgrades per second from one client IP (burst twice that); `None` = off.
+    pub upgrade_rate_per_ip: Option<NonZeroU32>,
 }
 
 /// How clients prove who they are.
@@ -97,6 +103,8 @@ pub struct Limits {
 pub enum AuthConfig {
     /// `uid` from the query; for local use.
     None,
+    /// `Authorization: Bearer <JWT>`; the uid is the `sub` claim.
+    Jwt(crate::auth::JwtConfig),
 }
 
 /// Everything the gateway needs.
@@ -163,6 +171,9 @@ impl GatewayConfig {
                 max_conversation_segments: nzu(10_000),
                 inactivity_timeout: Duration::from_secs(90),
                 client_queue: nzu(512),
+                max_text_bytes: nzu(4096),
+                handshake_timeout: Duration::from_secs(10),
+                upgrade_rate_per_ip: None,
             },
             auth: AuthConfig::None,
             drain_timeout: Duration::from_secs(30),

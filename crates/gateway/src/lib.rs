@@ -12,6 +12,7 @@ pub mod config;
 pub mod listener;
 pub mod metrics;
 pub mod outbox;
+pub mod prefixed;
 pub mod pusher;
 pub mod session;
 pub mod stt;
@@ -49,6 +50,10 @@ pub struct Shared {
     pub admission: Arc<Admission>,
     /// Cancelled when the process starts draining.
     pub drain: CancellationToken,
+    /// Bearer-token verifier (auth mode `jwt`).
+    pub auth: Option<auth::JwtAuth>,
+    /// Per-client-IP upgrade rate limit.
+    pub ip_limiter: Option<listener::IpLimiter>,
 }
 
 /// Why the gateway could not start.
@@ -73,6 +78,9 @@ pub enum StartError {
     /// The STT backend is unusable.
     #[error("{0}")]
     Stt(#[from] stt::SttStartError),
+    /// The JWT secret or JWKS could not be loaded.
+    #[error("authentication: {0}")]
+    Auth(#[from] auth::AuthSetupError),
     /// A resilience parameter is invalid.
     #[error("invalid reconnect backoff: {0}")]
     Backoff(#[from] hark_resilience::backoff::BackoffError),
@@ -151,6 +159,15 @@ impl Gateway {
         background.spawn(drainer.run());
         background.spawn(metrics::runtime_lag_probe(stop.clone()));
 
+        let jwt = match &config.auth {
+            config::AuthConfig::Jwt(jwt) => {
+                let verifier = auth::JwtAuth::load(jwt.clone())?;
+                background.spawn(verifier.spawn_reloader(Duration::from_secs(5), stop.clone()));
+                Some(verifier)
+            }
+            config::AuthConfig::None => None,
+        };
+        let ip_limiter = config.limits.upgrade_rate_per_ip.map(listener::ip_limiter);
         let admission =
             Admission::new(config.limits.max_sessions, config.limits.max_sessions_per_user);
         let shared = Arc::new(Shared {
@@ -160,6 +177,8 @@ impl Gateway {
             outbox,
             admission: admission.clone(),
             drain: CancellationToken::new(),
+            auth: jwt,
+            ip_limiter,
         });
         let sessions = TaskTracker::new();
         background.spawn(listener::serve(client, shared.clone(), sessions.clone(), stop.clone()));

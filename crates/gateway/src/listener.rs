@@ -16,16 +16,27 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::{retry_after_header, AdmissionGuard, Rejection};
-use crate::config::AuthConfig;
-use crate::metrics::SESSION_REJECTIONS;
+use crate::metrics::{AUTH_FAILURES, SESSION_REJECTIONS};
+use crate::prefixed::{read_head, refuse as refuse_head, respond, Prefixed};
 use crate::session::{self, Identity};
 use crate::Shared;
 
 /// The only client route.
 pub const LISTEN_PATH: &str = "/v4/listen";
-/// Bound on the HTTP upgrade (request line, headers, handshake): slow clients
-/// (slowloris) are dropped after it.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upgrades per second per client IP, keyed; memory is reclaimed periodically.
+pub type IpLimiter = Arc<
+    governor::RateLimiter<
+        std::net::IpAddr,
+        governor::state::keyed::DefaultKeyedStateStore<std::net::IpAddr>,
+        governor::clock::DefaultClock,
+    >,
+>;
+
+/// Builds the per-IP limiter: `rate` per second with a burst of twice that.
+pub fn ip_limiter(rate: std::num::NonZeroU32) -> IpLimiter {
+    let burst = rate.saturating_mul(std::num::NonZeroU32::new(2).expect("2 is non-zero"));
+    Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst)))
+}
 
 /// Accepts clients until `stop` is cancelled.
 pub async fn serve(
@@ -61,24 +72,63 @@ struct Admitted {
     guard: AdmissionGuard,
 }
 
-async fn upgrade(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, _tracker: TaskTracker) {
+async fn upgrade(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _tracker: TaskTracker,
+) {
     crate::ws::tune(&stream);
+    let limit = shared.config.limits.handshake_timeout;
     let mut admitted: Option<Admitted> = None;
-    let callback = |request: &Request, response| match check(request, &shared) {
-        Ok(ok) => {
-            admitted = Some(ok);
-            Ok(response)
+    let handshake = async {
+        // The head is read by hark, bounded, so an oversized or malformed request
+        // gets 431/400 instead of a dropped socket.
+        let head = match read_head(&mut stream).await {
+            Ok(head) => head,
+            Err(error) => {
+                refuse_head(&mut stream, error).await;
+                return None;
+            }
+        };
+        if let Some(limiter) = &shared.ip_limiter {
+            if let Err(not_until) = limiter.check_key(&peer.ip()) {
+                metrics::counter!(SESSION_REJECTIONS, "reason" => "rate_limit").increment(1);
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                let retry = vec![
+                    ("Retry-After", retry_after_header(wait)),
+                    ("X-Rate-Limit-Reason", "upgrades-per-ip".to_owned()),
+                ];
+                respond(
+                    &mut stream,
+                    "429 Too Many Requests",
+                    "too many upgrades from this address",
+                    &retry,
+                )
+                .await;
+                return None;
+            }
         }
-        Err(refusal) => Err(refusal),
+        let callback = |request: &Request, response| match check(request, &shared) {
+            Ok(ok) => {
+                admitted = Some(ok);
+                Ok(response)
+            }
+            Err(refusal) => Err(refusal),
+        };
+        let config = crate::ws::client_config(shared.config.limits.max_frame_bytes.get());
+        let io = Prefixed::new(head, stream);
+        Some(tokio_tungstenite::accept_hdr_async_with_config(io, callback, Some(config)).await)
     };
-    let config = crate::ws::client_config(shared.config.limits.max_frame_bytes.get());
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(error)) => {
+    let ws = match tokio::time::timeout(limit, handshake).await {
+        Ok(Some(Ok(ws))) => ws,
+        Ok(Some(Err(error))) => {
             tracing::debug!(%peer, %error, "upgrade failed");
             return;
         }
+        Ok(None) => return,
         Err(_) => {
             tracing::debug!(%peer, "upgrade timed out");
             return;
@@ -103,8 +153,24 @@ fn check(request: &Request, shared: &Shared) -> Result<Admitted, ErrorResponse> 
         metrics::counter!(SESSION_REJECTIONS, "reason" => "bad_request").increment(1);
         refuse(StatusCode::BAD_REQUEST, &error.to_string(), None, &[])
     })?;
-    let uid = match &shared.config.auth {
-        AuthConfig::None => params.uid.clone().ok_or_else(|| {
+    // `shared.auth` is set exactly when the auth mode is `jwt` (Gateway::start).
+    let uid = match &shared.auth {
+        Some(verifier) => {
+            let header =
+                request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            verifier.authenticate(header).map_err(|error| {
+                // The reason only; a token never reaches a log line or a response.
+                metrics::counter!(SESSION_REJECTIONS, "reason" => "auth").increment(1);
+                metrics::counter!(AUTH_FAILURES, "reason" => error.reason()).increment(1);
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    &format!("unauthorized: {}", error.reason()),
+                    None,
+                    &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
+                )
+            })?
+        }
+        None => params.uid.clone().ok_or_else(|| {
             metrics::counter!(SESSION_REJECTIONS, "reason" => "bad_request").increment(1);
             refuse(StatusCode::BAD_REQUEST, &QueryError::MissingUid.to_string(), None, &[])
         })?,

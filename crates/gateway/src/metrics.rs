@@ -51,6 +51,8 @@ pub const OUTBOX_REPLAYED: &str = "hark_outbox_replayed_total";
 pub const OUTBOX_QUARANTINED: &str = "hark_outbox_quarantined_total";
 /// Records the outbox refused because it was full (each logged in full).
 pub const OUTBOX_REFUSED: &str = "hark_outbox_refused_total";
+/// Refused bearer tokens by `reason` (detail of `hark_session_rejections_total{reason="auth"}`).
+pub const AUTH_FAILURES: &str = "hark_auth_failures_total";
 /// Client sessions closed, by close `code`.
 pub const CLIENT_CLOSES: &str = "hark_client_closes_total";
 
@@ -103,6 +105,7 @@ fn describe() {
     describe_counter!(OUTBOX_REPLAYED, "Outbox deliveries by result.");
     describe_counter!(OUTBOX_QUARANTINED, "Corrupt outbox files moved to quarantine.");
     describe_counter!(OUTBOX_REFUSED, "Records refused because the outbox was full.");
+    describe_counter!(AUTH_FAILURES, "Refused bearer tokens by reason.");
     describe_counter!(CLIENT_CLOSES, "Client sessions closed by hark, by close code.");
 }
 
@@ -115,6 +118,7 @@ fn register_zeroes() {
         "inactivity",
         "frame_too_big",
         "bad_text",
+        "text_too_big",
         "slow_consumer",
         "stt_unavailable",
         "drained",

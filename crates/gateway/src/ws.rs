@@ -7,7 +7,13 @@
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+
+use crate::prefixed::Prefixed;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// A client's transport: the TCP stream, with the request head hark read itself
+/// replayed to the WebSocket handshake.
+pub type ClientIo = Prefixed<TcpStream>;
 
 /// Client sockets: small text frames out, audio frames in (≤ `max_frame_bytes`).
 pub fn client_config(max_frame_bytes: usize) -> WebSocketConfig {

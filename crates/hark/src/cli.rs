@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use hark_gateway::auth::JwtConfig;
 use hark_gateway::config::{
     AuthConfig, GatewayConfig, Limits, OutboxConfig, PusherConfig, SttConfig,
 };
@@ -192,6 +193,20 @@ pub struct Cli {
     #[arg(long, env = "HARK_CLIENT_QUEUE", default_value = "512", help_heading = "Limits")]
     pub client_queue: NonZeroUsize,
 
+    /// Largest client text frame; bigger closes the session with 1009.
+    #[arg(long, env = "HARK_MAX_TEXT_BYTES", default_value = "4KiB", value_parser = bytes, help_heading = "Limits")]
+    pub max_text_bytes: u64,
+
+    /// Bound on reading the upgrade request and completing the WebSocket handshake
+    /// (slow clients are dropped after it).
+    #[arg(long, env = "HARK_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration, help_heading = "Limits")]
+    pub handshake_timeout: Duration,
+
+    /// Upgrades per second from one client IP, with a burst of twice that; more get
+    /// 429 + Retry-After. 0 turns the limit off.
+    #[arg(long, env = "HARK_UPGRADE_RATE_PER_IP", default_value_t = 100, help_heading = "Limits")]
+    pub upgrade_rate_per_ip: u32,
+
     /// A client silent (no audio, no keep-alive) this long is closed with 1001.
     #[arg(long, env = "HARK_INACTIVITY_TIMEOUT", default_value = "90s", value_parser = duration, help_heading = "Limits")]
     pub inactivity_timeout: Duration,
@@ -209,6 +224,23 @@ pub struct Cli {
         help_heading = "Authentication"
     )]
     pub auth: AuthKind,
+
+    /// HS256 shared secret for --auth jwt (file contents; at least 32 bytes).
+    #[arg(long, env = "HARK_JWT_SECRET_FILE", help_heading = "Authentication")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// JWKS document with RS256/ES256 public keys for --auth jwt; reloaded when the
+    /// file changes.
+    #[arg(long, env = "HARK_JWKS_FILE", help_heading = "Authentication")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Required `aud` claim (unset: not checked).
+    #[arg(long, env = "HARK_JWT_AUDIENCE", help_heading = "Authentication")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim (unset: not checked).
+    #[arg(long, env = "HARK_JWT_ISSUER", help_heading = "Authentication")]
+    pub jwt_issuer: Option<String>,
 
     /// Allow --auth none on a non-loopback address (anyone can connect as any uid).
     #[arg(long, env = "HARK_ALLOW_ANONYMOUS", help_heading = "Authentication")]
@@ -239,6 +271,8 @@ pub enum SttKind {
 pub enum AuthKind {
     /// uid from the query string; for local use only.
     None,
+    /// Authorization: Bearer <JWT>; the uid is the token's `sub`.
+    Jwt,
 }
 
 /// Log formats.
@@ -326,6 +360,18 @@ impl Cli {
         check(self.stt_url.starts_with("ws://") || self.stt_url.starts_with("wss://"), || {
             format!("--stt-url {:?} must start with ws:// or wss://", self.stt_url)
         })?;
+        check(self.max_text_bytes >= 64 && self.max_text_bytes <= self.max_frame_bytes, || {
+            format!(
+                "--max-text-bytes {} must be between 64 and --max-frame-bytes",
+                self.max_text_bytes
+            )
+        })?;
+        check(self.handshake_timeout > zero, || "--handshake-timeout must be above 0".into())?;
+        if self.auth == AuthKind::Jwt {
+            check(self.jwt_secret_file.is_some() || self.jwks_file.is_some(), || {
+                "--auth jwt needs --jwt-secret-file (HS256) or --jwks-file (RS256/ES256)".into()
+            })?;
+        }
         if self.auth == AuthKind::None && !self.listen.ip().is_loopback() {
             check(self.allow_anonymous, || {
                 format!("--auth none on {} would let anyone connect as any user: listen on loopback, use --auth jwt, or pass --allow-anonymous", self.listen)
@@ -387,9 +433,20 @@ impl Cli {
                 max_conversation_segments: self.max_conversation_segments,
                 inactivity_timeout: self.inactivity_timeout,
                 client_queue: self.client_queue,
+                max_text_bytes: NonZeroUsize::new(self.max_text_bytes as usize)
+                    .expect("checked above"),
+                handshake_timeout: self.handshake_timeout,
+                upgrade_rate_per_ip: NonZeroU32::new(self.upgrade_rate_per_ip),
             },
             auth: match self.auth {
                 AuthKind::None => AuthConfig::None,
+                AuthKind::Jwt => AuthConfig::Jwt(JwtConfig {
+                    secret_file: self.jwt_secret_file,
+                    jwks_file: self.jwks_file,
+                    audience: self.jwt_audience,
+                    issuer: self.jwt_issuer,
+                    leeway: Duration::from_secs(30),
+                }),
             },
             drain_timeout: self.drain_timeout,
         })

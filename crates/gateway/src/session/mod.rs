@@ -25,7 +25,6 @@ use futures::StreamExt;
 use hark_proto::client::{segments_to_json, KEEPALIVE_MAX_BYTES};
 use hark_proto::{ConversationRecord, ListenParams, ServerEvent, ServiceStatus, Via};
 use rand::Rng;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -63,6 +62,8 @@ enum Outcome {
     FrameTooBig,
     /// A text frame that is not UTF-8 (1007).
     BadText,
+    /// A text frame over `--max-text-bytes` (1009).
+    TextTooBig,
     /// The client does not read (1008).
     SlowConsumer,
     /// STT could not be reached within its budget (1013).
@@ -80,6 +81,7 @@ impl Outcome {
             Outcome::Inactive => "inactivity",
             Outcome::FrameTooBig => "frame_too_big",
             Outcome::BadText => "bad_text",
+            Outcome::TextTooBig => "text_too_big",
             Outcome::SlowConsumer => "slow_consumer",
             Outcome::SttUnavailable => "stt_unavailable",
             Outcome::Drained => "drained",
@@ -94,6 +96,7 @@ impl Outcome {
             Outcome::Inactive => Some((1001, "inactivity timeout")),
             Outcome::FrameTooBig => Some((1009, "frame too big")),
             Outcome::BadText => Some((1007, "text frame is not valid UTF-8")),
+            Outcome::TextTooBig => Some((1009, "text frame too big")),
             Outcome::SlowConsumer => Some((1008, "client is not reading; reconnect")),
             Outcome::SttUnavailable => {
                 Some((1013, "transcription unavailable; retry with jittered backoff"))
@@ -114,7 +117,7 @@ pub struct Identity {
 
 /// Runs one session to its end. `guard` holds its admission slot.
 pub async fn run(
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<crate::ws::ClientIo>,
     shared: Arc<Shared>,
     params: ListenParams,
     who: Identity,
@@ -184,7 +187,10 @@ impl Session {
         }
     }
 
-    async fn run(&mut self, mut stream: SplitStream<WebSocketStream<TcpStream>>) -> Outcome {
+    async fn run(
+        &mut self,
+        mut stream: SplitStream<WebSocketStream<crate::ws::ClientIo>>,
+    ) -> Outcome {
         self.status(ServiceStatus::Initiating, "session accepted");
         self.start_pusher_link();
         self.status(ServiceStatus::SttInitiating, "connecting to speech recognition");
@@ -230,6 +236,9 @@ impl Session {
                         }
                     }
                     Some(Ok(Message::Text(text))) => {
+                        if text.len() > limits.max_text_bytes.get() {
+                            break Outcome::TextTooBig;
+                        }
                         inactivity = Instant::now() + limits.inactivity_timeout;
                         match hark_proto::client::client_text_type(&text) {
                             Some(kind) => tracing::debug!(session = %self.who.session_id, %kind, "client message ignored"),

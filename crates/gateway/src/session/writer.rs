@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures::stream::SplitSink;
 use futures::SinkExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -88,7 +87,7 @@ impl ClientTx {
     }
 }
 
-type Sink = SplitSink<WebSocketStream<TcpStream>, Message>;
+type Sink = SplitSink<WebSocketStream<crate::ws::ClientIo>, Message>;
 
 /// Starts the writer task; returns the session's handle and the task.
 pub fn spawn(sink: Sink, capacity: usize) -> (ClientTx, tokio::task::JoinHandle<()>) {
