@@ -96,6 +96,8 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Upgrades per second from one client IP (burst twice that); `None` = off.
     pub upgrade_rate_per_ip: Option<NonZeroU32>,
+    /// Frames per second one client may send (burst twice that); a flood closes 1008.
+    pub max_frames_per_second: NonZeroU32,
 }
 
 /// How clients prove who they are.
@@ -174,6 +176,7 @@ impl GatewayConfig {
                 max_text_bytes: nzu(4096),
                 handshake_timeout: Duration::from_secs(10),
                 upgrade_rate_per_ip: None,
+                max_frames_per_second: nz(200),
             },
             auth: AuthConfig::None,
             drain_timeout: Duration::from_secs(30),

@@ -101,7 +101,7 @@ impl Gateway {
     /// Binds the listeners, opens the outbox and starts the process-wide tasks.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
         let metrics_handle = metrics::install();
-        let stt = SttBackend::from_config(&config.stt)?;
+        let stt = SttBackend::from_config(&config.stt).await?;
         let outbox = Outbox::open(config.outbox.dir.clone(), config.outbox.max_bytes)
             .await
             .map(Arc::new)

@@ -119,6 +119,8 @@ fn register_zeroes() {
         "frame_too_big",
         "bad_text",
         "text_too_big",
+        "protocol_error",
+        "flood",
         "slow_consumer",
         "stt_unavailable",
         "drained",

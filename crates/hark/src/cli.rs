@@ -207,6 +207,16 @@ pub struct Cli {
     #[arg(long, env = "HARK_UPGRADE_RATE_PER_IP", default_value_t = 100, help_heading = "Limits")]
     pub upgrade_rate_per_ip: u32,
 
+    /// Frames per second one client may send, with bursts of twice that; a flood of
+    /// tiny frames closes the session with 1008 (a 100 ms-frame client sends 10/s).
+    #[arg(
+        long,
+        env = "HARK_MAX_FRAMES_PER_SECOND",
+        default_value = "200",
+        help_heading = "Limits"
+    )]
+    pub max_frames_per_second: NonZeroU32,
+
     /// A client silent (no audio, no keep-alive) this long is closed with 1001.
     #[arg(long, env = "HARK_INACTIVITY_TIMEOUT", default_value = "90s", value_parser = duration, help_heading = "Limits")]
     pub inactivity_timeout: Duration,
@@ -437,6 +447,7 @@ impl Cli {
                     .expect("checked above"),
                 handshake_timeout: self.handshake_timeout,
                 upgrade_rate_per_ip: NonZeroU32::new(self.upgrade_rate_per_ip),
+                max_frames_per_second: self.max_frames_per_second,
             },
             auth: match self.auth {
                 AuthKind::None => AuthConfig::None,

@@ -64,6 +64,11 @@ enum Outcome {
     BadText,
     /// A text frame over `--max-text-bytes` (1009).
     TextTooBig,
+    /// More frames per second than `--max-frames-per-second` allows (1008).
+    Flood,
+    /// A WebSocket protocol violation: bad opcode, unmasked frame, stray
+    /// continuation (1002).
+    Protocol,
     /// The client does not read (1008).
     SlowConsumer,
     /// STT could not be reached within its budget (1013).
@@ -82,6 +87,8 @@ impl Outcome {
             Outcome::FrameTooBig => "frame_too_big",
             Outcome::BadText => "bad_text",
             Outcome::TextTooBig => "text_too_big",
+            Outcome::Protocol => "protocol_error",
+            Outcome::Flood => "flood",
             Outcome::SlowConsumer => "slow_consumer",
             Outcome::SttUnavailable => "stt_unavailable",
             Outcome::Drained => "drained",
@@ -97,6 +104,8 @@ impl Outcome {
             Outcome::FrameTooBig => Some((1009, "frame too big")),
             Outcome::BadText => Some((1007, "text frame is not valid UTF-8")),
             Outcome::TextTooBig => Some((1009, "text frame too big")),
+            Outcome::Protocol => Some((1002, "WebSocket protocol error")),
+            Outcome::Flood => Some((1008, "too many frames per second")),
             Outcome::SlowConsumer => Some((1008, "client is not reading; reconnect")),
             Outcome::SttUnavailable => {
                 Some((1013, "transcription unavailable; retry with jittered backoff"))
@@ -224,11 +233,13 @@ impl Session {
         let drain = self.shared.drain.clone();
         let mut drain_at: Option<Instant> = None;
         let dead = self.client.dead.clone();
+        let mut frames = FrameBudget::new(limits.max_frames_per_second.get());
 
         let outcome = loop {
             let conversation_deadline = self.conversation_deadline;
             tokio::select! {
                 message = stream.next() => match message {
+                    Some(Ok(Message::Binary(_) | Message::Text(_))) if !frames.take() => break Outcome::Flood,
                     Some(Ok(Message::Binary(data))) => {
                         inactivity = Instant::now() + limits.inactivity_timeout;
                         if data.len() > KEEPALIVE_MAX_BYTES {
@@ -249,6 +260,10 @@ impl Session {
                     Some(Ok(_)) => {}
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => break Outcome::FrameTooBig,
                     Some(Err(WsError::Utf8(_))) => break Outcome::BadText,
+                    Some(Err(WsError::Protocol(error))) => {
+                        tracing::debug!(session = %self.who.session_id, %error, "client protocol error");
+                        break Outcome::Protocol;
+                    }
                     Some(Err(error)) => {
                         tracing::debug!(session = %self.who.session_id, %error, "client read failed");
                         break Outcome::Error;
@@ -451,6 +466,34 @@ impl Session {
     /// Whether the client's queue overflowed (checked after each event).
     fn slow_consumer(&mut self) -> bool {
         self.client.is_overflowed()
+    }
+}
+
+/// A per-session token bucket of frames: `rate` per second, bursts of `2 × rate`.
+/// Two integers and an `Instant` on the session's own stack; nothing shared.
+struct FrameBudget {
+    rate: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl FrameBudget {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate);
+        Self { rate, tokens: 2.0 * rate, refilled: Instant::now() }
+    }
+
+    /// Takes one frame's token; `false` when the client is over its budget.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(2.0 * self.rate);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
     }
 }
 

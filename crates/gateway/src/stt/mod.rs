@@ -3,6 +3,7 @@
 //! session's audio clock (seconds from the session's first sample).
 
 pub mod deepgram;
+pub mod local;
 
 use bytes::Bytes;
 use hark_proto::deepgram::SpeakerRun;
@@ -60,7 +61,7 @@ pub enum SttStartError {
 }
 
 /// The process's STT backend.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum SttBackend {
     /// Deepgram-compatible provider.
     Deepgram {
@@ -71,19 +72,40 @@ pub enum SttBackend {
         /// Model.
         model: String,
     },
+    /// The embedded engine's decoder pool.
+    Local(hark_stt_local::LocalEngine),
 }
 
 impl SttBackend {
-    /// Builds the backend from configuration.
-    pub fn from_config(config: &SttConfig) -> Result<Self, SttStartError> {
+    /// Builds the backend from configuration. Loading local decoders takes about a
+    /// second each, so it runs on the blocking pool.
+    pub async fn from_config(config: &SttConfig) -> Result<Self, SttStartError> {
         match config {
             SttConfig::Deepgram { url, api_key, model } => Ok(SttBackend::Deepgram {
                 url: url.clone(),
                 api_key: api_key.clone(),
                 model: model.clone(),
             }),
-            SttConfig::Local { .. } => {
-                Err(SttStartError::Unavailable("this build has no local speech engine".into()))
+            SttConfig::Local { decoders, model_dir } => {
+                if !hark_stt_local::LocalEngine::compiled_in() {
+                    return Err(SttStartError::Unavailable(
+                        "this hark was built without the local engine: rebuild with \
+                         `--features local-stt` (after scripts/setup.sh), or use \
+                         --stt-url/--stt-api-key for a Deepgram-compatible provider"
+                            .into(),
+                    ));
+                }
+                let config = hark_stt_local::LocalEngineConfig {
+                    model_dir: model_dir.clone(),
+                    decoders: *decoders,
+                    ..hark_stt_local::LocalEngineConfig::default()
+                };
+                let engine =
+                    tokio::task::spawn_blocking(move || hark_stt_local::LocalEngine::new(config))
+                        .await
+                        .map_err(|e| SttStartError::Unavailable(e.to_string()))?
+                        .map_err(|e| SttStartError::Unavailable(e.to_string()))?;
+                Ok(SttBackend::Local(engine))
             }
         }
     }
@@ -109,6 +131,13 @@ impl SttBackend {
                     events_tx,
                 );
                 tokio::spawn(link.run());
+            }
+            SttBackend::Local(engine) => {
+                let stream = engine.open(sample_rate).map_err(|error| match error {
+                    hark_stt_local::LocalSttError::Busy(_) => SttStartError::Busy,
+                    other => SttStartError::Unavailable(other.to_string()),
+                })?;
+                tokio::spawn(local::run(stream, audio_rx, events_tx, session_id));
             }
         }
         Ok(SttLink { audio: audio_tx, events: events_rx })
