@@ -1,0 +1,104 @@
+//! Streams a WAV file (16-bit PCM mono) to a running hark at real-time pace and
+//! prints the live transcript as it arrives.
+//!
+//! ```sh
+//! cargo run -p hark --example listen -- /usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav
+//! cargo run -p hark --example listen -- --url ws://127.0.0.1:8080 --uid me speech.wav
+//! ```
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hark_proto::client::ServerMessage;
+use hark_proto::ServerEvent;
+use tokio_tungstenite::tungstenite::Message;
+
+const USAGE: &str = "usage: listen [--url ws://127.0.0.1:8080] [--uid UID] FILE.wav";
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let (mut url, mut uid, mut file) = ("ws://127.0.0.1:8080".to_owned(), "listen-example".to_owned(), None);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--url" => url = args.next().ok_or(USAGE)?,
+            "--uid" => uid = args.next().ok_or(USAGE)?,
+            "-h" | "--help" => {
+                println!("{USAGE}\nStreams FILE at real-time pace to hark's /v4/listen and prints the transcript.");
+                return Ok(());
+            }
+            other => file = Some(other.to_owned()),
+        }
+    }
+    let file = file.ok_or(USAGE)?;
+    let (rate, pcm) = read_wav(&std::fs::read(&file)?)?;
+    let endpoint = format!("{url}/v4/listen?uid={uid}&sample_rate={rate}&codec=pcm16");
+    let (ws, _) = tokio_tungstenite::connect_async(endpoint.as_str())
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let (mut sink, mut stream) = ws.split();
+    eprintln!("streaming {file} ({:.1} s at {rate} Hz) to {url}", pcm.len() as f64 / (2.0 * f64::from(rate)));
+
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            match message {
+                Message::Text(text) => match ServerMessage::parse(&text) {
+                    Ok(ServerMessage::Segments(segments)) => {
+                        for s in segments {
+                            println!("[{:>6.2}–{:>6.2}] {}: {}", s.start, s.end, s.speaker, s.text);
+                        }
+                    }
+                    Ok(ServerMessage::Event(ServerEvent::ServiceStatus { status, status_text })) => {
+                        eprintln!("status: {status:?} ({status_text})");
+                    }
+                    Ok(ServerMessage::Event(event)) => eprintln!("{}", event.to_json()),
+                    Err(_) => {}
+                },
+                Message::Close(frame) => {
+                    eprintln!("closed: {frame:?}");
+                    break;
+                }
+                _ => {}
+            }
+        }
+    });
+
+    // 100 ms frames at real-time pace, then a second of silence to end the utterance.
+    let frame_bytes = rate as usize / 10 * 2;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let silence = vec![0u8; frame_bytes];
+    for chunk in pcm.chunks(frame_bytes).chain(std::iter::repeat_n(silence.as_slice(), 10)) {
+        tick.tick().await;
+        sink.send(Message::Binary(bytes::Bytes::copy_from_slice(chunk))).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sink.send(Message::Close(None)).await?;
+    let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+    Ok(())
+}
+
+/// The sample rate and PCM data of a 16-bit mono WAV file.
+fn read_wav(data: &[u8]) -> Result<(u32, Vec<u8>), String> {
+    if data.len() < 12 || &data[..4] != b"RIFF" || &data[8..12] != b"WAVE" {
+        return Err("not a WAV file".into());
+    }
+    let (mut at, mut rate) = (12, None);
+    while at + 8 <= data.len() {
+        let len = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]) as usize;
+        let body = &data[at + 8..(at + 8 + len).min(data.len())];
+        match &data[at..at + 4] {
+            b"fmt " if body.len() >= 16 => {
+                let channels = u16::from_le_bytes([body[2], body[3]]);
+                let bits = u16::from_le_bytes([body[14], body[15]]);
+                if channels != 1 || bits != 16 {
+                    return Err(format!("need 16-bit mono PCM, got {channels} channels of {bits} bits"));
+                }
+                rate = Some(u32::from_le_bytes([body[4], body[5], body[6], body[7]]));
+            }
+            b"data" => return Ok((rate.ok_or("data before fmt")?, body.to_vec())),
+            _ => {}
+        }
+        at += 8 + len + (len & 1);
+    }
+    Err("no data chunk".into())
+}
