@@ -164,3 +164,22 @@ async fn capacity_and_per_user_limits_refuse_with_retry_after_and_ready_follows_
     assert_eq!(metric_value(&body, r#"hark_session_rejections_total{reason="user_limit"}"#), 1.0);
     assert_eq!(metric_value(&body, r#"hark_session_rejections_total{reason="capacity"}"#), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_over_the_per_ip_rate_get_429_with_retry_after() {
+    let h = Harness::start(None, |c| {
+        c.limits.upgrade_rate_per_ip = std::num::NonZeroU32::new(2);
+    })
+    .await;
+    // Burst of twice the rate is allowed, then 429.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(status_of(&h, &format!("uid=ip{i}&{QUERY}"), None).await);
+    }
+    assert_eq!(statuses.iter().filter(|s| s.0 == 101).count(), 4, "{statuses:?}");
+    let refused = statuses.iter().find(|s| s.0 == 429).expect("a 429");
+    assert!(refused.1.as_deref().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(refused.2.as_deref(), Some("upgrades-per-ip"));
+    let (_, body) = h.admin_get("/metrics").await;
+    assert_eq!(metric_value(&body, r#"hark_session_rejections_total{reason="rate_limit"}"#), 2.0);
+}
