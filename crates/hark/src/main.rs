@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     match &config.stt {
         SttConfig::Local { decoders, .. } => tracing::info!(
             decoders = decoders.get(),
-            "speech to text: embedded local engine (no --stt-url or API key given)"
+            "speech to text: embedded local engine (PocketSphinx; pass --stt-url or an API key for Deepgram)"
         ),
         SttConfig::Deepgram { url, model, api_key } => tracing::info!(
             %url, %model, key = api_key.is_some(), "speech to text: Deepgram-compatible provider"
