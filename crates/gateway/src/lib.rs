@@ -149,10 +149,16 @@ impl Gateway {
             (None, Some(p)) => ReplaySink::Pusher(p.clone()),
             (None, None) => ReplaySink::None,
         };
+        // The pusher breaker gates replays to pusher only; an HTTP sink has its own
+        // backoff and must not wait for pusher.
+        let replay_breaker = match &sink {
+            ReplaySink::Pusher(_) => pusher.as_ref().map(|p| p.breaker.clone()),
+            _ => None,
+        };
         let drainer = Drainer::new(
             outbox.clone(),
             sink,
-            pusher.as_ref().map(|p| p.breaker.clone()),
+            replay_breaker,
             config.outbox.replay_rate,
             stop.clone(),
         );

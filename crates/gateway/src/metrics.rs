@@ -49,6 +49,8 @@ pub const OUTBOX_MAX_BYTES: &str = "hark_outbox_max_bytes";
 pub const OUTBOX_REPLAYED: &str = "hark_outbox_replayed_total";
 /// Outbox files moved to quarantine.
 pub const OUTBOX_QUARANTINED: &str = "hark_outbox_quarantined_total";
+/// Outbox writes that failed on a filesystem error (each logged in full).
+pub const OUTBOX_WRITE_ERRORS: &str = "hark_outbox_write_errors_total";
 /// Records the outbox refused because it was full (each logged in full).
 pub const OUTBOX_REFUSED: &str = "hark_outbox_refused_total";
 /// Refused bearer tokens by `reason` (detail of `hark_session_rejections_total{reason="auth"}`).
@@ -104,6 +106,7 @@ fn describe() {
     describe_gauge!(OUTBOX_MAX_BYTES, "Configured outbox capacity in bytes.");
     describe_counter!(OUTBOX_REPLAYED, "Outbox deliveries by result.");
     describe_counter!(OUTBOX_QUARANTINED, "Corrupt outbox files moved to quarantine.");
+    describe_counter!(OUTBOX_WRITE_ERRORS, "Outbox writes that failed on a filesystem error.");
     describe_counter!(OUTBOX_REFUSED, "Records refused because the outbox was full.");
     describe_counter!(AUTH_FAILURES, "Refused bearer tokens by reason.");
     describe_counter!(CLIENT_CLOSES, "Client sessions closed by hark, by close code.");
@@ -153,6 +156,7 @@ fn register_zeroes() {
         PUSHER_ACK_ERRORS,
         OUTBOX_QUARANTINED,
         OUTBOX_REFUSED,
+        OUTBOX_WRITE_ERRORS,
         "pusher_circuit_breaker_rejections_total",
     ] {
         metrics::counter!(counter).absolute(0);

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 
 use crate::metrics::{
     OUTBOX_BYTES, OUTBOX_MAX_BYTES, OUTBOX_QUARANTINED, OUTBOX_RECORDS, OUTBOX_REFUSED,
+    OUTBOX_WRITE_ERRORS,
 };
 
 /// Why the outbox could not take or give a record.
@@ -163,6 +164,7 @@ impl Outbox {
             }
             Err(error) => {
                 self.account(-1, -(need as i64));
+                metrics::counter!(OUTBOX_WRITE_ERRORS).increment(1);
                 tracing::error!(
                     conversation = %record.conversation_id,
                     %error,

@@ -52,6 +52,11 @@ const SEGMENT_BATCH_PERIOD: Duration = Duration::from_secs(1);
 const ACK_GRACE: Duration = Duration::from_secs(5);
 /// Commands fed to the socket before one flush.
 const WRITE_BATCH: usize = 32;
+/// A link that dies younger than this did not really recover: it counts as a dial
+/// failure and the backoff keeps growing. Without this, a pusher (or proxy) that
+/// accepts handshakes and drops them at once would be redialed every second by
+/// every session, forever, and never open the breaker.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// What the session asks of its link.
 #[derive(Debug)]
@@ -145,6 +150,8 @@ pub struct PusherLink {
     gauge: Gauge,
     /// Jitter source for backoff.
     rng: SmallRng,
+    /// Consecutive links that died younger than `STABLE_AFTER`.
+    short_lived: u32,
     /// The session's id, for logs.
     session_id: Arc<str>,
 }
@@ -172,6 +179,7 @@ impl PusherLink {
             gap: None,
             gauge: Gauge::None,
             rng: SmallRng::from_rng(&mut rand::rng()),
+            short_lived: 0,
             session_id,
         }
     }
@@ -236,6 +244,7 @@ impl PusherLink {
         self.set_gauge(Gauge::Degraded);
         self.move_pending_to_fallback().await;
         if !self.told_degraded {
+            tracing::info!(session = %self.session_id, "pusher unavailable: session degraded, transcripts continue");
             self.told_degraded = true;
             self.emit(LinkEvent::Degraded).await;
         }
@@ -315,15 +324,17 @@ impl PusherLink {
     async fn connected(&mut self, ws: PusherStream) -> State {
         self.set_gauge(Gauge::Connected);
         if std::mem::take(&mut self.told_degraded) {
+            tracing::info!(session = %self.session_id, "pusher link recovered");
             self.emit(LinkEvent::Recovered).await;
         }
+        let since = Instant::now();
         let (mut sink, mut stream) = ws.split();
         let exit = self.stream_frames(&mut sink, &mut stream).await;
         if matches!(exit, Exit::Failed(_)) {
             if let Ok(ws) = sink.reunite(stream) {
                 abort(ws);
             }
-            return self.after_failure(exit);
+            return self.after_failure(exit, since.elapsed());
         }
         match exit {
             Exit::Shutdown => {
@@ -335,12 +346,20 @@ impl PusherLink {
         }
     }
 
-    fn after_failure(&mut self, exit: Exit) -> State {
+    fn after_failure(&mut self, exit: Exit, lived: Duration) -> State {
         if let Exit::Failed(reason) = exit {
-            tracing::info!(session = %self.session_id, %reason, "pusher link lost; reconnecting");
+            tracing::info!(session = %self.session_id, %reason, ?lived, "pusher link lost; reconnecting");
         }
         self.set_gauge(Gauge::None);
-        State::Backoff { attempt: 1 }
+        if lived >= STABLE_AFTER {
+            self.short_lived = 0;
+            return State::Backoff { attempt: 1 };
+        }
+        // Accepted then dropped: as bad as a failed dial, for the breaker and for
+        // this session's backoff.
+        self.shared.breaker.record_failure();
+        self.short_lived += 1;
+        State::Backoff { attempt: self.short_lived + 1 }
     }
 
     async fn stream_frames(

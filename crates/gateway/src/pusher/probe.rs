@@ -1,7 +1,10 @@
-//! The breaker's single pod-wide probe: a real pusher handshake plus a heartbeat,
+//! The breaker's single pod-wide probe: a real pusher handshake, a heartbeat and an
+//! answered ping,
 //! made by the breaker's own prober task (never borrowed from a session).
 
-use futures::SinkExt;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
 use hark_proto::PusherFrame;
 use hark_resilience::breaker::ProbeOutcome;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,18 +20,37 @@ pub async fn probe(config: PusherConfig) -> ProbeOutcome {
     let url = listen_url(&config.url, PROBE_UID, 16_000);
     match dial(&url, config.connect_timeout, config.retry_after_max).await {
         Ok(mut ws) => {
-            let sent = tokio::time::timeout(config.connect_timeout, async {
+            // A handshake alone does not prove pusher is back: a pusher (or proxy)
+            // that accepts and drops at once would close the breaker every cooldown.
+            // The probe also needs its heartbeat taken and a ping answered.
+            let exchange = tokio::time::timeout(config.connect_timeout, async {
                 ws.send(Message::Binary(PusherFrame::Heartbeat.encode())).await?;
-                ws.close(None).await
+                ws.send(Message::Ping(bytes::Bytes::from_static(b"hark-probe"))).await?;
+                while let Some(message) = ws.next().await {
+                    match message? {
+                        Message::Pong(_) => return Ok(true),
+                        Message::Close(_) => return Ok(false),
+                        _ => {}
+                    }
+                }
+                Ok::<bool, tokio_tungstenite::tungstenite::Error>(false)
             })
             .await;
-            match sent {
-                Ok(Ok(())) => ProbeOutcome::Success,
-                Ok(Err(error)) => {
-                    tracing::info!(%error, "breaker probe connected but the heartbeat failed");
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            match exchange {
+                Ok(Ok(true)) => ProbeOutcome::Success,
+                Ok(Ok(false)) => {
+                    tracing::info!("breaker probe: pusher accepted, then closed the link");
                     ProbeOutcome::Failure
                 }
-                Err(_) => ProbeOutcome::Failure,
+                Ok(Err(error)) => {
+                    tracing::info!(%error, "breaker probe connected but the exchange failed");
+                    ProbeOutcome::Failure
+                }
+                Err(_) => {
+                    tracing::info!("breaker probe: no pong within the connect timeout");
+                    ProbeOutcome::Failure
+                }
             }
         }
         Err(error) => {

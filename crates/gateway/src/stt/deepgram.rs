@@ -33,6 +33,9 @@ const DEAD_AFTER: Duration = Duration::from_secs(15);
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Consecutive failed connects before the link gives up.
 const MAX_ATTEMPTS: u32 = 8;
+/// A stream that dies younger than this counts as a failed connect, so a provider
+/// that accepts and drops at once is not redialed at full speed forever.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -94,20 +97,30 @@ impl DeepgramLink {
         loop {
             match self.connect().await {
                 Ok(ws) => {
-                    failures = 0;
                     if connected_before {
                         metrics::counter!(STT_RECONNECTS).increment(1);
                     }
                     self.emit(SttEvent::Connected { reconnect: connected_before }).await;
                     connected_before = true;
-                    match self.stream(ws).await {
+                    let since = Instant::now();
+                    let end = self.stream(ws).await;
+                    if since.elapsed() >= STABLE_AFTER {
+                        failures = 0;
+                    } else {
+                        failures += 1;
+                    }
+                    match end {
                         End::Finished => {
                             self.emit(SttEvent::Finished).await;
                             return;
                         }
                         End::Lost(reason) => {
                             tracing::info!(session = %self.session_id, %reason, "STT link lost; reconnecting");
-                            self.emit(SttEvent::Lost(reason)).await;
+                            self.emit(SttEvent::Lost(reason.clone())).await;
+                            if failures >= MAX_ATTEMPTS {
+                                self.emit(SttEvent::Failed(reason)).await;
+                                return;
+                            }
                         }
                     }
                 }
