@@ -192,3 +192,24 @@ async fn without_pusher_conversations_take_the_fallback_path() {
         .collect();
     assert_eq!(files.len(), 1, "the record is on disk before the client is told");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_stt_blip_is_reported_and_survived() {
+    use hark_loadtest::fake_stt::SttFault;
+    let h = Harness::start(None, |_| {}).await;
+    let mut client = ready_client(&h, "olga", 60).await;
+    // The provider drops every stream with 1011 (Deepgram's NET-0001), then recovers.
+    h.stt.set_fault(SttFault::Close1011);
+    assert!(client.wait_for(WAIT, |r| *r == Received::Status(ServiceStatus::SttInitiating)).await);
+    h.stt.set_fault(SttFault::None);
+    assert!(
+        client.wait_for(WAIT, |r| *r == Received::Status(ServiceStatus::Ready)).await,
+        "{:?}",
+        client.received
+    );
+    client.send_audio(&synth(&words(&[14, 15], &[0]), 16_000), FRAME_16K).await.unwrap();
+    client.send_audio(&silence(0.5, 16_000), FRAME_16K).await.unwrap();
+    assert!(client.wait_for(WAIT, |r| matches!(r, Received::Segments(..))).await);
+    assert_eq!(client.words(), vec![VOCAB[14], VOCAB[15]]);
+    assert!(!client.received.iter().any(|r| matches!(r, Received::Closed(..))));
+}
