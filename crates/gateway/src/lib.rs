@@ -101,6 +101,7 @@ impl Gateway {
     /// Binds the listeners, opens the outbox and starts the process-wide tasks.
     pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
         let metrics_handle = metrics::install();
+        ws::install_tls_provider();
         let stt = SttBackend::from_config(&config.stt).await?;
         let outbox = Outbox::open(config.outbox.dir.clone(), config.outbox.max_bytes)
             .await

@@ -11,6 +11,13 @@ use tokio::net::TcpStream;
 use crate::prefixed::Prefixed;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+/// Installs rustls' `ring` crypto provider as the process default, once, so `wss://`
+/// STT and pusher URLs work (rustls is built without a default provider, and `ring`
+/// needs no cmake). Harmless if another provider was installed first.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A client's transport: the TCP stream, with the request head hark read itself
 /// replayed to the WebSocket handshake.
 pub type ClientIo = Prefixed<TcpStream>;

@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::metrics::PUSHER_CONNECT_ATTEMPTS;
 
 /// A live pusher socket.
-pub type PusherStream = WebSocketStream<TcpStream>;
+pub type PusherStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Why a dial failed.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,7 @@ async fn dial_inner(url: &str, retry_after_max: Duration) -> Result<PusherStream
     let request = url.into_client_request().map_err(|e| DialError::Other(e.to_string()))?;
     let uri = request.uri();
     let host = uri.host().ok_or_else(|| DialError::Other("pusher URL has no host".into()))?;
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("wss") { 443 } else { 80 });
     let tcp = TcpStream::connect((host.trim_matches(['[', ']']), port)).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
             DialError::Refused
@@ -107,13 +107,14 @@ async fn dial_inner(url: &str, retry_after_max: Duration) -> Result<PusherStream
         }
     })?;
     crate::ws::tune(&tcp);
-    match tokio_tungstenite::client_async_with_config(
+    // TLS when the URL says wss://, plain TCP otherwise.
+    let handshake = tokio_tungstenite::client_async_tls_with_config(
         request,
         tcp,
         Some(crate::ws::pusher_config()),
-    )
-    .await
-    {
+        None,
+    );
+    match handshake.await {
         Ok((ws, _response)) => Ok(ws),
         Err(WsError::Http(response)) => {
             let status = response.status().as_u16();

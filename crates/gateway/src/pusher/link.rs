@@ -631,7 +631,11 @@ impl PusherLink {
 /// a stalled pusher that wakes up later finds the connection reset and does not
 /// process frames (a 104, say) that hark has already handed to the fallback path.
 fn abort(ws: PusherStream) {
-    let tcp = ws.get_ref();
+    let tcp = match ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
+        tokio_tungstenite::MaybeTlsStream::Rustls(tls) => tls.get_ref().0,
+        _ => return,
+    };
     if let Err(error) = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO)) {
         tracing::debug!(%error, "SO_LINGER not set on a dead pusher link");
     }
