@@ -11,8 +11,8 @@ use hark_proto::pusher::{encode_audio, Ack, ProcessRequest, PusherFrame, Segment
 use hark_proto::Segment;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -194,6 +194,8 @@ async fn blackhole_accepts_tcp_but_never_answers() {
     assert!(attempt.is_err(), "handshake completed: {attempt:?}");
     let stats = pusher.stats();
     assert_eq!((stats.tcp_accepts, stats.handshakes), (1, 0));
+    // The held socket is released once its client gives up.
+    assert!(pusher.wait_stats(STEP, |s| s.tcp_active == 0).await, "held socket not released");
 
     pusher.set_mode(PusherMode::Up);
     connect(&pusher, "u").await.expect("healed");
@@ -304,4 +306,39 @@ async fn control_port_sets_modes_and_serves_stats() {
     assert_eq!(status, 200);
     assert_eq!(pusher.mode(), PusherMode::SlowAck { delay: Duration::from_secs(2) });
     pusher.shutdown().await;
+}
+
+#[tokio::test]
+async fn drop_links_drops_open_links_and_accepts_are_timed() {
+    let since =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as u64;
+    let pusher = start(PusherMode::Up).await;
+    let control = serve_control(pusher.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut a = connect(&pusher, "a").await.unwrap();
+    let mut b = connect(&pusher, "b").await.unwrap();
+    // A stalled link is dropped too, unread.
+    pusher.set_mode(PusherMode::Stall);
+    a.send(process("c1")).await.unwrap();
+    let (status, body) = http(control, "POST", "/drop-links", "").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"dropped\":2"), "{body}");
+    // `a` had unread bytes, so its drop is a reset; `b` just ends. No close frames.
+    let ended = tokio::time::timeout(STEP, a.next()).await.unwrap();
+    assert!(matches!(ended, None | Some(Err(_))), "{ended:?}");
+    assert_eq!(next(&mut b).await, None);
+    pusher.set_mode(PusherMode::Up);
+    assert!(pusher.wait_stats(STEP, |s| s.connections_active == 0).await);
+    assert_eq!(pusher.stats().conversations_processed, 0, "the backlog died with the link");
+    // Links opened later are unaffected.
+    let mut c = connect(&pusher, "c").await.unwrap();
+    c.send(process("c2")).await.unwrap();
+    assert_eq!(ack(&mut c).await, Ack::ok("c2"));
+
+    let times = pusher.accept_times(since);
+    assert_eq!(times.len(), 3);
+    assert!(times.windows(2).all(|w| w[0] <= w[1]) && times[0] >= since);
+    let (status, body) = http(control, "GET", &format!("/accepts?since={}", times[2]), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Vec<u64>>(&body).unwrap(), vec![times[2]]);
 }

@@ -170,6 +170,16 @@ impl Control {
     }
 }
 
+/// Latest word time Hark takes from a provider, in seconds from the stream start
+/// (about 31 years: far beyond any session).
+///
+/// [`Results::speaker_runs`] clamps word times into `0.0..=MAX_TIME_SECONDS`. A
+/// provider may send any JSON number; one near `f64::MAX` made the gateway's
+/// millisecond rounding overflow to infinity, which JSON writes as `null`, so the
+/// segments of that conversation could no longer be decoded by pusher (102) or
+/// read back from the outbox. Found by the `deepgram_message` fuzz target.
+pub const MAX_TIME_SECONDS: f64 = 1e9;
+
 /// Consecutive words of one speaker, joined.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpeakerRun {
@@ -185,7 +195,8 @@ pub struct SpeakerRun {
 
 impl Results {
     /// Groups the best alternative's words into runs of one speaker. Empty
-    /// transcripts give no runs.
+    /// transcripts give no runs. Word times are clamped into
+    /// `0.0..=`[`MAX_TIME_SECONDS`], and a word never ends before it starts.
     pub fn speaker_runs(&self) -> Vec<SpeakerRun> {
         let Some(best) = self.channel.alternatives.first() else { return Vec::new() };
         let mut runs: Vec<SpeakerRun> = Vec::new();
@@ -195,21 +206,28 @@ impl Results {
                 continue;
             }
             let speaker = word.speaker.unwrap_or(0);
+            let start = clamp_time(word.start);
+            let end = clamp_time(word.end).max(start);
             match runs.last_mut() {
                 Some(run) if run.speaker == speaker => {
                     run.text.push(' ');
                     run.text.push_str(text);
-                    run.end = run.end.max(word.end);
+                    run.end = run.end.max(end);
                 }
-                _ => runs.push(SpeakerRun {
-                    speaker,
-                    text: text.to_owned(),
-                    start: word.start,
-                    end: word.end,
-                }),
+                _ => runs.push(SpeakerRun { speaker, text: text.to_owned(), start, end }),
             }
         }
         runs
+    }
+}
+
+/// A provider's time in seconds, made safe to do arithmetic on (NaN cannot come
+/// from JSON, but `Results` is a public struct).
+fn clamp_time(seconds: f64) -> f64 {
+    if seconds.is_nan() {
+        0.0
+    } else {
+        seconds.clamp(0.0, MAX_TIME_SECONDS)
     }
 }
 

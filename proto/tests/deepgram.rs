@@ -4,8 +4,10 @@
 
 use hark_proto::deepgram::{
     listen_query, Control, Metadata, Results, SpeakerRun, SpeechStarted, SttError, SttMessage,
-    UtteranceEnd,
+    UtteranceEnd, MAX_TIME_SECONDS,
 };
+use hark_proto::pusher::{PusherFrame, SegmentsPayload};
+use hark_proto::Segment;
 
 fn fixture(name: &str) -> String {
     let path = format!("{}/testdata/deepgram/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -98,6 +100,45 @@ fn blank_words_are_skipped_and_do_not_split_runs() {
         panic!("expected Results")
     };
     assert_eq!(r.speaker_runs(), vec![run(2, "a b.", 1.0, 1.5)]);
+}
+
+/// Regression (fuzz target `deepgram_message`): a word time near `f64::MAX` became
+/// infinite once the gateway turned it into milliseconds, JSON wrote it as `null`,
+/// and the conversation's 102 frames and outbox record no longer decoded.
+#[test]
+fn absurd_word_times_are_clamped() {
+    let text = r#"{"type":"Results","channel":{"alternatives":[{"words":[
+          {"word":"huge","start":1e306,"end":1.7976931348623157e308},
+          {"word":"negative","start":-5,"end":-1,"speaker":1},
+          {"word":"backwards","start":3.0,"end":2.0,"speaker":2}]}]}}"#;
+    let SttMessage::Results(r) = SttMessage::parse(text).expect("parses") else {
+        panic!("expected Results")
+    };
+    let runs = r.speaker_runs();
+    assert_eq!(
+        runs,
+        vec![
+            run(0, "huge", MAX_TIME_SECONDS, MAX_TIME_SECONDS),
+            run(1, "negative", 0.0, 0.0),
+            run(2, "backwards", 3.0, 3.0),
+        ]
+    );
+    // What the gateway does with them (conversation.rs: seconds → rounded ms).
+    let segments: Vec<Segment> = runs
+        .iter()
+        .map(|run| Segment {
+            id: "s".into(),
+            text: run.text.clone(),
+            speaker: Segment::speaker_label(run.speaker),
+            speaker_id: run.speaker,
+            is_user: false,
+            person_id: None,
+            start: (run.start * 1000.0).round() / 1000.0,
+            end: (run.end * 1000.0).round() / 1000.0,
+        })
+        .collect();
+    let frame = PusherFrame::Segments(SegmentsPayload { segments, memory_id: "c".into() });
+    assert_eq!(PusherFrame::decode(frame.encode()).expect("decodes"), frame);
 }
 
 #[test]

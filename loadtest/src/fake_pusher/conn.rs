@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use hark_proto::pusher::{Ack, PusherFrame};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -53,7 +54,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, _permit: Owned
     ws::tune(&stream);
     let mut mode = shared.mode.subscribe();
     if mode.borrow_and_update().holds_new_connections() {
-        return hold(&shared, &mut mode).await;
+        return hold(&shared, stream, &mut mode).await;
     }
     let mut uid = None;
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -75,20 +76,27 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, _permit: Owned
     shared.recorder.link_opened(&uid);
     let _link = LinkOpen(&shared.recorder, &uid);
     tracing::debug!(conn, %uid, "fake pusher link open");
-    Link { ws, shared: &shared, conn, uid: &uid, acks: DelayQueue::new() }.run(mode).await;
+    let drops = shared.drops.subscribe();
+    Link { ws, shared: &shared, conn, uid: &uid, acks: DelayQueue::new() }.run(mode, drops).await;
     tracing::debug!(conn, %uid, "fake pusher link over");
 }
 
-/// Keeps the socket open without reading or answering (the client's handshake
-/// hangs) until the mode changes, the hold limit passes, or shutdown. The socket is
-/// owned by the caller's frame and dropped on return.
-async fn hold(shared: &Shared, mode: &mut watch::Receiver<PusherMode>) {
+/// Keeps the socket open without answering (the client's handshake hangs) until the
+/// mode changes, the hold limit passes, the client gives up, or shutdown; then drops
+/// it. Bytes the client sends are read and discarded only to notice it leaving.
+async fn hold(shared: &Shared, mut stream: TcpStream, mode: &mut watch::Receiver<PusherMode>) {
     let limit = tokio::time::sleep(HOLD_LIMIT);
     tokio::pin!(limit);
+    let mut discard = [0u8; 4096];
     loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
             () = &mut limit => return,
+            read = stream.read(&mut discard) => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    return;
+                }
+            }
             changed = mode.changed() => {
                 if changed.is_err() || !mode.borrow_and_update().holds_new_connections() {
                     return;
@@ -152,7 +160,7 @@ struct Link<'a> {
 }
 
 impl Link<'_> {
-    async fn run(mut self, mut mode: watch::Receiver<PusherMode>) {
+    async fn run(mut self, mut mode: watch::Receiver<PusherMode>, mut drops: watch::Receiver<u64>) {
         // The mode may have changed during the handshake; `close-1011` closes at once.
         let mut current = mode.borrow_and_update().clone();
         loop {
@@ -177,6 +185,8 @@ impl Link<'_> {
                     }
                     current = mode.borrow_and_update().clone();
                 }
+                // `drop_links`: gone without a close frame.
+                _ = drops.changed() => return,
                 Some(expired) = self.acks.next(), if !stalled && !self.acks.is_empty() => {
                     if !self.send_ack(expired.into_inner()).await {
                         return;

@@ -1,13 +1,13 @@
 //! The fake pusher's HTTP control port: `GET /stats`, `GET /mode`, `POST /mode`,
-//! `GET /processed`, `GET /frames`.
+//! `POST /drop-links`, `GET /accepts?since=MS`, `GET /processed`, `GET /frames`.
 
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
@@ -27,6 +27,8 @@ pub async fn serve_control(pusher: FakePusher, listen: SocketAddr) -> std::io::R
     let app = Router::new()
         .route("/stats", get(stats))
         .route("/mode", get(mode).post(set_mode))
+        .route("/drop-links", post(drop_links))
+        .route("/accepts", get(accepts))
         .route("/processed", get(processed))
         .route("/frames", get(frames))
         .with_state(pusher);
@@ -40,6 +42,21 @@ pub async fn serve_control(pusher: FakePusher, listen: SocketAddr) -> std::io::R
 
 async fn stats(State(pusher): State<FakePusher>) -> Json<PusherStats> {
     Json(pusher.stats())
+}
+
+/// `since` (unix ms, default 0) for `GET /accepts`.
+#[derive(Debug, serde::Deserialize)]
+struct Since {
+    #[serde(default)]
+    since: u64,
+}
+
+async fn accepts(State(pusher): State<FakePusher>, Query(q): Query<Since>) -> Json<Vec<u64>> {
+    Json(pusher.accept_times(q.since))
+}
+
+async fn drop_links(State(pusher): State<FakePusher>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "dropped": pusher.drop_links() }))
 }
 
 async fn processed(State(pusher): State<FakePusher>) -> Json<Vec<String>> {

@@ -75,6 +75,9 @@ struct Shared {
     tracker: TaskTracker,
     /// Source of link ids.
     next_conn: AtomicU64,
+    /// Bumped by [`FakePusher::drop_links`]; every open link watches it and drops its
+    /// socket (no close frame) when it changes.
+    drops: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -142,6 +145,7 @@ impl FakePusher {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
+            drops: watch::Sender::new(0),
         });
         shared.sync_listener(&cfg.mode);
         shared.tracker.spawn(accept_loop(shared.clone()));
@@ -184,6 +188,23 @@ impl FakePusher {
         self.shared.recorder.frames()
     }
 
+    /// Drops every open WebSocket link at once, without a close frame (as if the
+    /// process behind them had restarted); returns how many were open. Combine with a
+    /// mode (`http-429`, `blackhole`, …) so clients notice the change: links already
+    /// open are otherwise unaffected by those modes.
+    pub fn drop_links(&self) -> u64 {
+        let open = self.stats().connections_active;
+        tracing::info!(open, "fake pusher dropping every open link");
+        self.shared.drops.send_modify(|n| *n = n.wrapping_add(1));
+        open
+    }
+
+    /// Unix milliseconds of every TCP accept at or after `since_ms` (the last hour
+    /// is kept): the exact instants dials reached the fake.
+    pub fn accept_times(&self, since_ms: u64) -> Vec<u64> {
+        self.shared.recorder.accept_times(since_ms)
+    }
+
     /// Conversation ids in the order they were first processed.
     pub fn processed_ids(&self) -> Vec<String> {
         self.shared.recorder.processed_ids()
@@ -202,6 +223,27 @@ impl FakePusher {
         let mut rx = self.shared.recorder.handshakes_watch();
         let reached = tokio::time::timeout(timeout, rx.wait_for(|v| *v >= n)).await;
         matches!(reached, Ok(Ok(_)))
+    }
+
+    /// Waits until `pred` holds for the counters, re-checking after every change
+    /// (no polling); `false` on timeout.
+    pub async fn wait_stats(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&PusherStats) -> bool,
+    ) -> bool {
+        let mut changes = self.shared.recorder.changes_watch();
+        let wait = async {
+            loop {
+                if pred(&self.stats()) {
+                    return true;
+                }
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
 
     /// Closes the port, closes links with 1001, drops held sockets, and waits

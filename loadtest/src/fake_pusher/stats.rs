@@ -14,6 +14,8 @@ use tokio::sync::watch;
 const SERIES_SECONDS: u64 = 3600;
 /// Frames kept by the recorder; later frames are counted in `frames_not_recorded`.
 const MAX_RECORDED: usize = 200_000;
+/// Accept instants kept for [`Recorder::accept_times`] (an hour of 300 dials/s).
+const MAX_ACCEPT_TIMES: usize = 1_080_000;
 
 /// Counters of the fake pusher.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -98,6 +100,8 @@ struct State {
     /// Plain counters (the series and derived fields are filled in by `snapshot`).
     counters: PusherStats,
     accepts: Series,
+    /// Unix milliseconds of TCP accepts, oldest first, at most the last hour.
+    accept_times: VecDeque<u64>,
     handshakes: Series,
     processed: HashSet<String>,
     processed_order: Vec<String>,
@@ -114,10 +118,17 @@ pub(crate) struct Recorder {
     record: bool,
     processed: watch::Sender<usize>,
     handshakes: watch::Sender<u64>,
+    /// Bumped after every change to the counters.
+    changes: watch::Sender<u64>,
 }
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}
+
+fn unix_now_ms() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Recorder {
@@ -127,11 +138,18 @@ impl Recorder {
             record,
             processed: watch::Sender::new(0),
             handshakes: watch::Sender::new(0),
+            changes: watch::Sender::new(0),
         }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+        let out = f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+        out
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     pub(crate) fn tcp_accepted(&self) {
@@ -139,6 +157,13 @@ impl Recorder {
             s.counters.tcp_accepts += 1;
             s.counters.tcp_active += 1;
             s.accepts.bump(unix_now());
+            let now_ms = unix_now_ms();
+            s.accept_times.push_back(now_ms);
+            while s.accept_times.front().is_some_and(|&t| t + SERIES_SECONDS * 1000 <= now_ms)
+                || s.accept_times.len() > MAX_ACCEPT_TIMES
+            {
+                s.accept_times.pop_front();
+            }
         });
     }
 
@@ -231,7 +256,7 @@ impl Recorder {
     }
 
     pub(crate) fn snapshot(&self) -> PusherStats {
-        self.with(|s| PusherStats {
+        self.read(|s| PusherStats {
             accepts_per_second: s.accepts.0.iter().copied().collect(),
             handshakes_per_second: s.handshakes.0.iter().copied().collect(),
             conversations_processed: s.processed.len() as u64,
@@ -241,11 +266,16 @@ impl Recorder {
     }
 
     pub(crate) fn frames(&self) -> Vec<RecordedFrame> {
-        self.with(|s| s.frames.clone())
+        self.read(|s| s.frames.clone())
+    }
+
+    /// Unix milliseconds of the TCP accepts at or after `since_ms` (last hour kept).
+    pub(crate) fn accept_times(&self, since_ms: u64) -> Vec<u64> {
+        self.read(|s| s.accept_times.iter().copied().filter(|&t| t >= since_ms).collect())
     }
 
     pub(crate) fn processed_ids(&self) -> Vec<String> {
-        self.with(|s| s.processed_order.clone())
+        self.read(|s| s.processed_order.clone())
     }
 
     pub(crate) fn processed_watch(&self) -> watch::Receiver<usize> {
@@ -254,6 +284,10 @@ impl Recorder {
 
     pub(crate) fn handshakes_watch(&self) -> watch::Receiver<u64> {
         self.handshakes.subscribe()
+    }
+
+    pub(crate) fn changes_watch(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
 

@@ -31,7 +31,7 @@ pub fn chunk_samples(sample_rate: u32) -> usize {
 
 /// One classified chunk of audio.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Chunk {
+pub enum Chunk {
     /// Mean absolute value below the threshold.
     Silence,
     /// A recognised word.
@@ -46,8 +46,10 @@ pub(crate) enum Chunk {
 }
 
 /// Cuts a byte stream into chunks, carrying partial samples and chunks across calls.
+/// The fake's recogniser; `swarm` runs one over the audio it sends to predict which
+/// chunk becomes which word.
 #[derive(Debug)]
-pub(crate) struct Chunker {
+pub struct Chunker {
     /// Samples per chunk.
     chunk: usize,
     /// The first byte of a sample split across two calls.
@@ -66,7 +68,7 @@ pub(crate) struct Chunker {
 
 impl Chunker {
     /// A chunker for audio at `sample_rate`.
-    pub(crate) fn new(sample_rate: u32) -> Self {
+    pub fn new(sample_rate: u32) -> Self {
         Self {
             chunk: chunk_samples(sample_rate),
             odd: None,
@@ -79,12 +81,12 @@ impl Chunker {
     }
 
     /// Whole samples seen so far.
-    pub(crate) fn samples(&self) -> u64 {
+    pub fn samples(&self) -> u64 {
         self.samples
     }
 
     /// Feeds bytes, calling `on_chunk` for every chunk they complete.
-    pub(crate) fn push(&mut self, mut bytes: &[u8], mut on_chunk: impl FnMut(Chunk)) {
+    pub fn push(&mut self, mut bytes: &[u8], mut on_chunk: impl FnMut(Chunk)) {
         if let Some(lo) = self.odd.take() {
             match bytes.split_first() {
                 Some((&hi, rest)) => {
