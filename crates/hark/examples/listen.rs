@@ -18,7 +18,8 @@ const USAGE: &str = "usage: listen [--url ws://127.0.0.1:8080] [--uid UID] FILE.
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let (mut url, mut uid, mut file) = ("ws://127.0.0.1:8080".to_owned(), "listen-example".to_owned(), None);
+    let (mut url, mut uid, mut file) =
+        ("ws://127.0.0.1:8080".to_owned(), "listen-example".to_owned(), None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--url" => url = args.next().ok_or(USAGE)?,
@@ -37,7 +38,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
     let (mut sink, mut stream) = ws.split();
-    eprintln!("streaming {file} ({:.1} s at {rate} Hz) to {url}", pcm.len() as f64 / (2.0 * f64::from(rate)));
+    eprintln!(
+        "streaming {file} ({:.1} s at {rate} Hz) to {url}",
+        pcm.len() as f64 / (2.0 * f64::from(rate))
+    );
 
     let reader = tokio::spawn(async move {
         while let Some(Ok(message)) = stream.next().await {
@@ -48,7 +52,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             println!("[{:>6.2}–{:>6.2}] {}: {}", s.start, s.end, s.speaker, s.text);
                         }
                     }
-                    Ok(ServerMessage::Event(ServerEvent::ServiceStatus { status, status_text })) => {
+                    Ok(ServerMessage::Event(ServerEvent::ServiceStatus {
+                        status,
+                        status_text,
+                    })) => {
                         eprintln!("status: {status:?} ({status_text})");
                     }
                     Ok(ServerMessage::Event(event)) => eprintln!("{}", event.to_json()),
@@ -84,14 +91,17 @@ fn read_wav(data: &[u8]) -> Result<(u32, Vec<u8>), String> {
     }
     let (mut at, mut rate) = (12, None);
     while at + 8 <= data.len() {
-        let len = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]) as usize;
+        let len =
+            u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]) as usize;
         let body = &data[at + 8..(at + 8 + len).min(data.len())];
         match &data[at..at + 4] {
             b"fmt " if body.len() >= 16 => {
                 let channels = u16::from_le_bytes([body[2], body[3]]);
                 let bits = u16::from_le_bytes([body[14], body[15]]);
                 if channels != 1 || bits != 16 {
-                    return Err(format!("need 16-bit mono PCM, got {channels} channels of {bits} bits"));
+                    return Err(format!(
+                        "need 16-bit mono PCM, got {channels} channels of {bits} bits"
+                    ));
                 }
                 rate = Some(u32::from_le_bytes([body[4], body[5], body[6], body[7]]));
             }
