@@ -20,9 +20,7 @@ fn help_flags() -> Vec<String> {
     let mut flags: Vec<String> = text
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("--"))
-        .map(|l| {
-            format!("--{}", l.split(|c: char| c == ' ' || c == '<' || c == ',').next().unwrap())
-        })
+        .map(|l| format!("--{}", l.split([' ', '<', ',']).next().unwrap()))
         .filter(|f| f != "--help" && f != "--version")
         .collect();
     flags.sort();

@@ -24,25 +24,12 @@ async fn an_acknowledged_fallback_conversation_survives_sigkill_and_is_delivered
     .await
     .unwrap();
     let outbox = tempfile::tempdir().unwrap();
-    let args: Vec<String> = [
-        "--stt",
-        "deepgram",
-        "--stt-url",
+    let args = common::fake_upstream_args(
         &stt.url(),
-        "--stt-api-key",
-        "k",
-        "--pusher-url",
-        &pusher.url(),
-        "--outbox-dir",
-        outbox.path().to_str().unwrap(),
-        "--breaker-cooldown",
-        "1s",
-        "--degraded-probe-interval",
-        "2s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        Some(&pusher.url()),
+        outbox.path(),
+        &["--breaker-cooldown", "1s", "--degraded-probe-interval", "2s"],
+    );
 
     let first = Hark::start(&args).await;
     let query = "uid=grace&sample_rate=16000&codec=pcm16&conversation_timeout=1";

@@ -29,23 +29,12 @@ async fn drain_hands_off_and_closes_with_1012(pusher_mode: PusherMode) {
     .await
     .unwrap();
     let outbox = tempfile::tempdir().unwrap();
-    let args: Vec<String> = [
-        "--stt",
-        "deepgram",
-        "--stt-url",
+    let args = common::fake_upstream_args(
         &stt.url(),
-        "--stt-api-key",
-        "k",
-        "--pusher-url",
-        &pusher.url(),
-        "--outbox-dir",
-        outbox.path().to_str().unwrap(),
-        "--drain-timeout",
-        &format!("{}s", DRAIN.as_secs()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        Some(&pusher.url()),
+        outbox.path(),
+        &["--drain-timeout", &format!("{}s", DRAIN.as_secs())],
+    );
     let mut hark = Hark::start(&args).await;
     let addr = hark.client;
 

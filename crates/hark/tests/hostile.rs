@@ -149,29 +149,23 @@ async fn hostile_clients_get_named_outcomes_and_do_not_hurt_a_well_behaved_sessi
         .await
         .unwrap();
     let outbox = tempfile::tempdir().unwrap();
-    let args: Vec<String> = [
-        "--stt",
-        "deepgram",
-        "--stt-url",
+    let args = common::fake_upstream_args(
         &stt.url(),
-        "--stt-api-key",
-        "k",
-        "--outbox-dir",
-        outbox.path().to_str().unwrap(),
-        "--handshake-timeout",
-        "2s",
-        "--inactivity-timeout",
-        "3s",
-        "--max-frame-bytes",
-        "64KiB",
-        "--upgrade-rate-per-ip",
-        "0",
-        "--max-sessions-per-user",
-        "1000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+        None,
+        outbox.path(),
+        &[
+            "--handshake-timeout",
+            "2s",
+            "--inactivity-timeout",
+            "3s",
+            "--max-frame-bytes",
+            "64KiB",
+            "--upgrade-rate-per-ip",
+            "0",
+            "--max-sessions-per-user",
+            "1000",
+        ],
+    );
     let hark = Hark::start(&args).await;
     let addr = hark.client;
     let pid = hark.pid();

@@ -83,6 +83,23 @@ impl Hark {
     }
 }
 
+/// Arguments for a `hark` wired to a fake STT (and optionally a fake pusher), with
+/// its outbox in `outbox`, followed by `extra`.
+pub fn fake_upstream_args(
+    stt_url: &str,
+    pusher_url: Option<&str>,
+    outbox: &std::path::Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args = vec!["--stt", "deepgram", "--stt-url", stt_url, "--stt-api-key", "k"];
+    if let Some(url) = pusher_url {
+        args.extend(["--pusher-url", url]);
+    }
+    args.extend(["--outbox-dir", outbox.to_str().expect("UTF-8 temp path")]);
+    args.extend(extra);
+    args.into_iter().map(str::to_owned).collect()
+}
+
 /// A minimal HTTP/1.0 GET: (status, body, raw headers).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
