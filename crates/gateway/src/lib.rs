@@ -110,8 +110,7 @@ impl Gateway {
                 dir: config.outbox.dir.display().to_string(),
                 source,
             })?;
-        let client = TcpListener::bind(config.listen)
-            .await
+        let client = bind_clients(config.listen)
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let admin = TcpListener::bind(config.admin_listen)
             .await
@@ -254,4 +253,22 @@ impl Gateway {
         self.drain();
         self.wait().await
     }
+}
+
+/// The client listener's accept backlog. tokio's `TcpListener::bind` asks for
+/// 1,024; after a pod restart or a network blip every app reconnects within a
+/// second or two, and a short queue turns that burst into SYN retransmits (1 s,
+/// then 3 s) on top of the apps' own backoff. The kernel caps it at
+/// `net.core.somaxconn` (4,096 on current kernels).
+pub const CLIENT_BACKLOG: u32 = 4_096;
+
+fn bind_clients(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(CLIENT_BACKLOG)
 }

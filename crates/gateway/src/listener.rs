@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::{retry_after_header, AdmissionGuard, Rejection};
-use crate::metrics::{AUTH_FAILURES, SESSION_REJECTIONS};
+use crate::metrics::{ACCEPT_ERRORS, AUTH_FAILURES, SESSION_REJECTIONS};
 use crate::prefixed::{read_head, refuse as refuse_head, respond, Prefixed};
 use crate::session::{self, Identity};
 use crate::Shared;
@@ -57,8 +57,10 @@ pub async fn serve(
                 sessions.spawn(async move { upgrade(stream, peer, shared, tracker).await });
             }
             Err(error) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(%error, "accept failed");
+                // EMFILE and friends: back off briefly instead of spinning. The
+                // client sees a reset or a SYN timeout, not a status: count it.
+                metrics::counter!(ACCEPT_ERRORS).increment(1);
+                tracing::warn!(%error, "accept failed (out of file descriptors? see the runbook)");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -57,6 +57,8 @@ pub const OUTBOX_REFUSED: &str = "hark_outbox_refused_total";
 pub const AUTH_FAILURES: &str = "hark_auth_failures_total";
 /// Client sessions closed, by close `code`.
 pub const CLIENT_CLOSES: &str = "hark_client_closes_total";
+/// `accept` failures on the client listener (out of file descriptors, mostly).
+pub const ACCEPT_ERRORS: &str = "hark_accept_errors_total";
 
 /// Buckets for latency histograms, in seconds (1 ms … 10 s).
 const LATENCY_BUCKETS: &[f64] =
@@ -110,6 +112,7 @@ fn describe() {
     describe_counter!(OUTBOX_REFUSED, "Records refused because the outbox was full.");
     describe_counter!(AUTH_FAILURES, "Refused bearer tokens by reason.");
     describe_counter!(CLIENT_CLOSES, "Client sessions closed by hark, by close code.");
+    describe_counter!(ACCEPT_ERRORS, "Failed accepts on the client listener (e.g. out of fds).");
 }
 
 /// Registers every contract series with its known labels at zero, so a fresh
@@ -157,6 +160,7 @@ fn register_zeroes() {
         OUTBOX_QUARANTINED,
         OUTBOX_REFUSED,
         OUTBOX_WRITE_ERRORS,
+        ACCEPT_ERRORS,
         "pusher_circuit_breaker_rejections_total",
     ] {
         metrics::counter!(counter).absolute(0);

@@ -15,6 +15,9 @@ const EXIT_USAGE: u8 = 64;
 /// `EX_UNAVAILABLE`-ish: the process could not start (bind, outbox, STT).
 const EXIT_START: u8 = 69;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     if matches!(config.auth, hark_gateway::config::AuthConfig::None) {
         tracing::warn!("authentication is off (--auth none): any client can connect as any uid");
     }
+    raise_open_file_limit(config.limits.max_sessions.get());
     match &config.stt {
         SttConfig::Local { decoders, .. } => tracing::info!(
             decoders = decoders.get(),
@@ -103,5 +107,22 @@ fn init_logging(format: cli::LogFormat) {
     match format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Raises the soft open-file limit to the hard one. Each session holds three
+/// sockets (client, STT, pusher) and a pod at `--max-sessions` also carries
+/// not-yet-upgraded connections; the usual soft default of 1,024 would turn into
+/// `accept failed: too many open files` long before any of Hark's own limits.
+fn raise_open_file_limit(max_sessions: usize) {
+    let wanted = (max_sessions as u64).saturating_mul(4).saturating_add(256);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit is below 4 per session at --max-sessions; raise `ulimit -n` (hard) or lower --max-sessions"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
 }
