@@ -96,7 +96,10 @@ fn describe() {
     );
     describe_histogram!(RUNTIME_LAG, Unit::Seconds, "Scheduling delay of a 100 ms ticker.");
     describe_counter!(STT_RECONNECTS, "STT links re-established.");
-    describe_counter!(STT_DROPPED_BYTES, "Audio bytes dropped while the STT link was down.");
+    describe_counter!(
+        STT_DROPPED_BYTES,
+        "Audio bytes dropped while the STT link was down or behind."
+    );
     describe_counter!(PUSHER_CONNECT_ATTEMPTS, "Real pusher dials by result.");
     describe_gauge!(PUSHER_CONNECTED, "Sessions with a live pusher link.");
     describe_gauge!(PUSHER_DEGRADED, "Sessions in DEGRADED or HALF_OPEN_PROBE.");
