@@ -143,8 +143,107 @@ fn p99(mut v: Vec<Duration>) -> Duration {
     v[((v.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)]
 }
 
+type AttackOutcome = (
+    Vec<std::net::TcpStream>,
+    Vec<Duration>,
+    String,
+    Vec<(&'static str, Option<u16>)>,
+    Result<Option<u16>, ()>,
+);
+
+/// Every attack at once; returns the idle sockets (kept open until the caller
+/// has checked that hark released them) and each attack's outcome.
+async fn attack(addr: SocketAddr) -> AttackOutcome {
+    // 5,000 TCP connections that never upgrade.
+    let idle = join_all((0..5_000).map(|_| TcpStream::connect(addr))).await;
+    let idle: Vec<std::net::TcpStream> =
+        idle.into_iter().filter_map(Result::ok).filter_map(|t| t.into_std().ok()).collect();
+    assert!(idle.len() >= 4_900, "only {} idle connections opened", idle.len());
+
+    // Slowloris: a request head one byte at a time.
+    let slow = (0..50).map(|_| async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        for b in b"GET /v4/listen?uid=slow HTTP/1.1\r\nHost: x\r\n".iter().cycle() {
+            if tcp.write_all(&[*b]).await.is_err() || started.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        started.elapsed()
+    });
+
+    // A request head over the limit: 431.
+    let big_head = async {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let head =
+            format!("GET /v4/listen?uid=big HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+        let _ = tcp.write_all(head.as_bytes()).await;
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer)).await;
+        answer.lines().next().unwrap_or_default().to_owned()
+    };
+
+    // Malformed, unmasked, fragmented, invalid UTF-8, oversized, half-open, flood.
+    let protocol = async {
+        let mut out = Vec::new();
+        let mut t = raw_upgrade(addr, "garbage").await;
+        t.write_all(&[0xff; 64]).await.unwrap();
+        out.push(("reserved opcode", close_code(&mut t, Duration::from_secs(5)).await));
+
+        let mut t = raw_upgrade(addr, "unmasked").await;
+        t.write_all(&[0x82, 0x03, 1, 2, 3]).await.unwrap();
+        out.push(("unmasked frame", close_code(&mut t, Duration::from_secs(5)).await));
+
+        let mut t = raw_upgrade(addr, "orphan").await;
+        t.write_all(&frame(0x0, true, &[1, 2, 3, 4])).await.unwrap();
+        out.push(("continuation without start", close_code(&mut t, Duration::from_secs(5)).await));
+
+        let mut t = raw_upgrade(addr, "utf8").await;
+        t.write_all(&frame(0x1, true, &[0x7b, 0xff, 0xfe, 0x7d])).await.unwrap();
+        out.push(("invalid UTF-8 text", close_code(&mut t, Duration::from_secs(5)).await));
+
+        let mut t = raw_upgrade(addr, "huge").await;
+        t.write_all(&frame(0x2, true, &vec![0u8; 100_000])).await.unwrap_or(());
+        out.push(("oversized frame", close_code(&mut t, Duration::from_secs(5)).await));
+
+        let mut t = raw_upgrade(addr, "bigtext").await;
+        t.write_all(&frame(0x1, true, "x".repeat(10_000).as_bytes())).await.unwrap();
+        out.push(("oversized text", close_code(&mut t, Duration::from_secs(5)).await));
+
+        // A valid fragmented message is fine: the session stays up until idle.
+        let mut t = raw_upgrade(addr, "fragments").await;
+        t.write_all(&frame(0x2, false, &[0u8; 1_000])).await.unwrap();
+        t.write_all(&frame(0x0, false, &[0u8; 1_000])).await.unwrap();
+        t.write_all(&frame(0x0, true, &[0u8; 1_000])).await.unwrap();
+        out.push(("fragmented then idle", close_code(&mut t, Duration::from_secs(8)).await));
+
+        // Half-open: upgraded, then never sends or reads again.
+        let mut t = raw_upgrade(addr, "halfopen").await;
+        out.push(("half-open", close_code(&mut t, Duration::from_secs(8)).await));
+        out
+    };
+
+    let flood = async {
+        let mut c = ListenClient::connect(addr, &format!("uid=flood&{QUERY}"), &[]).await.unwrap();
+        // Up to 50,000 three-byte frames, as fast as the socket takes them.
+        for _ in 0..20 {
+            let burst: Vec<u8> = std::iter::repeat_n([1u8, 2, 3], 2_500).flatten().collect();
+            if c.send_audio(&burst, 3).await.is_err() {
+                break;
+            }
+        }
+        c.wait_closed(Duration::from_secs(5)).await
+    };
+
+    let (slow, big, protocol, flood) = tokio::join!(join_all(slow), big_head, protocol, flood);
+    (idle, slow, big, protocol, flood)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_clients_get_named_outcomes_and_do_not_hurt_a_well_behaved_session() {
+    // The attackers hold over 5,000 sockets.
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
     let stt = FakeStt::start(FakeSttConfig { words_per_result: 1, ..FakeSttConfig::default() })
         .await
         .unwrap();
@@ -181,98 +280,14 @@ async fn hostile_clients_get_named_outcomes_and_do_not_hurt_a_well_behaved_sessi
     let fds_before = open_fds(pid);
 
     // --- the attack, all at once, while the good session keeps streaming ---
-    let attack = tokio::spawn(async move {
-        // 5,000 TCP connections that never upgrade.
-        let idle = join_all((0..5_000).map(|_| TcpStream::connect(addr))).await;
-        let idle: Vec<TcpStream> = idle.into_iter().filter_map(Result::ok).collect();
-        assert!(idle.len() >= 4_900, "only {} idle connections opened", idle.len());
-
-        // Slowloris: a request head one byte at a time.
-        let slow = (0..50).map(|_| async move {
-            let mut tcp = TcpStream::connect(addr).await.unwrap();
-            let started = Instant::now();
-            for b in b"GET /v4/listen?uid=slow HTTP/1.1\r\nHost: x\r\n".iter().cycle() {
-                if tcp.write_all(&[*b]).await.is_err()
-                    || started.elapsed() > Duration::from_secs(10)
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            started.elapsed()
-        });
-
-        // A request head over the limit: 431.
-        let big_head = async {
-            let mut tcp = TcpStream::connect(addr).await.unwrap();
-            let head =
-                format!("GET /v4/listen?uid=big HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
-            let _ = tcp.write_all(head.as_bytes()).await;
-            let mut answer = String::new();
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer)).await;
-            answer.lines().next().unwrap_or_default().to_owned()
-        };
-
-        // Malformed, unmasked, fragmented, invalid UTF-8, oversized, half-open, flood.
-        let protocol = async {
-            let mut out = Vec::new();
-            let mut t = raw_upgrade(addr, "garbage").await;
-            t.write_all(&[0xff; 64]).await.unwrap();
-            out.push(("reserved opcode", close_code(&mut t, Duration::from_secs(5)).await));
-
-            let mut t = raw_upgrade(addr, "unmasked").await;
-            t.write_all(&[0x82, 0x03, 1, 2, 3]).await.unwrap();
-            out.push(("unmasked frame", close_code(&mut t, Duration::from_secs(5)).await));
-
-            let mut t = raw_upgrade(addr, "orphan").await;
-            t.write_all(&frame(0x0, true, &[1, 2, 3, 4])).await.unwrap();
-            out.push((
-                "continuation without start",
-                close_code(&mut t, Duration::from_secs(5)).await,
-            ));
-
-            let mut t = raw_upgrade(addr, "utf8").await;
-            t.write_all(&frame(0x1, true, &[0x7b, 0xff, 0xfe, 0x7d])).await.unwrap();
-            out.push(("invalid UTF-8 text", close_code(&mut t, Duration::from_secs(5)).await));
-
-            let mut t = raw_upgrade(addr, "huge").await;
-            t.write_all(&frame(0x2, true, &vec![0u8; 100_000])).await.unwrap_or(());
-            out.push(("oversized frame", close_code(&mut t, Duration::from_secs(5)).await));
-
-            let mut t = raw_upgrade(addr, "bigtext").await;
-            t.write_all(&frame(0x1, true, "x".repeat(10_000).as_bytes())).await.unwrap();
-            out.push(("oversized text", close_code(&mut t, Duration::from_secs(5)).await));
-
-            // A valid fragmented message is fine: the session stays up until idle.
-            let mut t = raw_upgrade(addr, "fragments").await;
-            t.write_all(&frame(0x2, false, &[0u8; 1_000])).await.unwrap();
-            t.write_all(&frame(0x0, false, &[0u8; 1_000])).await.unwrap();
-            t.write_all(&frame(0x0, true, &[0u8; 1_000])).await.unwrap();
-            out.push(("fragmented then idle", close_code(&mut t, Duration::from_secs(8)).await));
-
-            // Half-open: upgraded, then never sends or reads again.
-            let mut t = raw_upgrade(addr, "halfopen").await;
-            out.push(("half-open", close_code(&mut t, Duration::from_secs(8)).await));
-            out
-        };
-
-        let flood = async {
-            let mut c =
-                ListenClient::connect(addr, &format!("uid=flood&{QUERY}"), &[]).await.unwrap();
-            // Up to 50,000 three-byte frames, as fast as the socket takes them.
-            for _ in 0..20 {
-                let burst: Vec<u8> = std::iter::repeat_n([1u8, 2, 3], 2_500).flatten().collect();
-                if c.send_audio(&burst, 3).await.is_err() {
-                    break;
-                }
-            }
-            c.wait_closed(Duration::from_secs(5)).await
-        };
-
-        let (slow, big, protocol, flood) = tokio::join!(join_all(slow), big_head, protocol, flood);
-        (idle, slow, big, protocol, flood)
+    // The attackers get a runtime (and OS thread) of their own: the well-behaved
+    // client's latency must measure hark, not the test's own scheduler busy
+    // opening 5,000 sockets on the same worker threads.
+    let attack = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(attack(addr))
     });
+    let attack = tokio::task::spawn_blocking(move || attack.join().unwrap());
 
     let during = measure(&mut good, 12).await;
     let hark_during = http_get(hark.admin, "/metrics").await.1;
