@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 ///   stt-blip   fake-stt closes every stream with 1011 for 5 s (quick 3 s).
 ///
 /// Quick runs scale hark's timings (ping 2 s / timeout 4 s, connect timeout 1 s,
-/// cooldown 10 s, probe interval 10 s, recovery rate 10/s) and every target with
+/// cooldown 10 s, probe interval 10 s, recovery rate 20/s) and every target with
 /// them. Targets: breaker opens within ping-timeout + 5 s of the fault; while open,
 /// at most 2 dials reach pusher per cooldown window (2/min by default); no client
 /// disconnects; client word-latency p99 during the fault <= 1.5x the p99 before;

@@ -446,6 +446,9 @@ fn recovery_time(e: &Evidence, f: &mut Figures) -> Target {
     }
 }
 
+/// The drill scrapes hark's `/metrics` on a ticker of this period (seconds).
+const SCRAPE_TICK_S: f64 = 1.0;
+
 fn recovery_rate(e: &Evidence, f: &mut Figures) -> Target {
     let limit = 1.1 * e.recovery_rate;
     let name = "Peak reconnect rate during recovery".to_owned();
@@ -473,7 +476,12 @@ fn recovery_rate(e: &Evidence, f: &mut Figures) -> Target {
             continue;
         }
         if let (Some(ca), Some(cb)) = (a.pusher_connected, b.pusher_connected) {
-            let dt = secs(b.unix_ms - a.unix_ms).max(0.001);
+            // Scrapes come from a 1 s ticker; the gap between their client-side
+            // timestamps is 1 s ± the scrape's own latency. A gap shorter than the
+            // tick is that jitter, not a shorter sampling interval: 11 links in a
+            // gap measured as 0.998 s are 11 per tick, not 11.02/s. A longer gap
+            // (a late scrape) does cover more time and divides the count.
+            let dt = secs(b.unix_ms - a.unix_ms).max(SCRAPE_TICK_S);
             peak = peak.max((cb - ca) / dt);
         }
     }
@@ -624,6 +632,29 @@ mod tests {
         assert_eq!(figures.heal_to_close_s, Some(26.0));
         assert_eq!(figures.recovery_s, Some(6.0));
         assert_eq!(figures.peak_reconnect_rate, Some(50.0));
+    }
+
+    #[test]
+    fn scrape_jitter_does_not_inflate_the_reconnect_rate() {
+        // 55 links in a gap the client measured as 0.99 s: 55 per tick, at the
+        // limit; 56 is over it.
+        let mut e = good();
+        e.rows[178].unix_ms = e.rows[177].unix_ms + 990;
+        e.rows[178].pusher_connected = Some(50.0 + 55.0);
+        let (targets, figures) = judge(&e);
+        assert_eq!(figures.peak_reconnect_rate, Some(55.0));
+        assert_eq!(find(&targets, "recovery_rate").verdict, Verdict::Pass);
+
+        e.rows[178].pusher_connected = Some(50.0 + 56.0);
+        let (targets, _) = judge(&e);
+        assert_eq!(find(&targets, "recovery_rate").verdict, Verdict::Fail);
+
+        // A late scrape: 56 over 1.5 s is 37/s; the peak is then the run's
+        // regular 50 per tick (the next gap, 0.5 s, counts as one tick too).
+        e.rows[178].unix_ms = e.rows[177].unix_ms + 1_500;
+        let (targets, figures) = judge(&e);
+        assert_eq!(figures.peak_reconnect_rate, Some(50.0));
+        assert_eq!(find(&targets, "recovery_rate").verdict, Verdict::Pass);
     }
 
     #[test]

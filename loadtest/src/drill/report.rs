@@ -206,8 +206,10 @@ const METHOD: &[&str] = &[
      fault; during = fault to heal (STT blip: to heal + 10 s); after = the rest.",
     "Recovery is timed from the breaker's first close after the heal — the first moment hark can \
      know pusher is back (up to one cooldown after the heal) — until pusher_sessions_connected \
-     reaches hark_sessions_active; the reconnect rate is the largest per-second rise of \
-     pusher_sessions_connected in that span.",
+     reaches hark_sessions_active; the reconnect rate is the largest rise of \
+     pusher_sessions_connected between two consecutive 1 s scrapes in that span, divided by \
+     their gap when a late scrape made it longer than 1 s (a gap measured shorter is the \
+     scrape's own latency jitter and counts as 1 s).",
     "Conversations: lost = ids clients were told were created (via pusher or fallback) that \
      fake-pusher never processed after the outbox drained, plus talk stretches with transcript \
      that were never announced; duplicates = fake-pusher 104s for an id already processed.",
