@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{http_get, Hark};
+use common::{http_get, open_fds, Hark};
 use futures::future::join_all;
 use hark_loadtest::client::{ListenClient, Received};
 use hark_loadtest::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
@@ -83,10 +83,6 @@ async fn close_code(tcp: &mut TcpStream, limit: Duration) -> Option<u16> {
     .await
     .ok()
     .flatten()
-}
-
-fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
 /// The well-behaved session: a 0.5 s word (the fake STT answers as soon as the

@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http_get, Hark};
+use common::{http_get, open_fds, Hark};
 use futures::future::join_all;
 use hark_loadtest::client::{ListenClient, Received};
 use hark_loadtest::fake_stt::{FakeStt, FakeSttConfig};
@@ -31,10 +31,6 @@ fn rss_kib(pid: i32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
-}
-
-fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
 
 /// Polls until `pred` holds (every 100 ms, up to `limit`).

@@ -113,3 +113,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
+
+/// Open file descriptors of a process (sockets included), from `/proc`.
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
