@@ -338,7 +338,16 @@ async fn drop_links_drops_open_links_and_accepts_are_timed() {
     let times = pusher.accept_times(since);
     assert_eq!(times.len(), 3);
     assert!(times.windows(2).all(|w| w[0] <= w[1]) && times[0] >= since);
-    let (status, body) = http(control, "GET", &format!("/accepts?since={}", times[2]), "").await;
-    assert_eq!(status, 200);
-    assert_eq!(serde_json::from_str::<Vec<u64>>(&body).unwrap(), vec![times[2]]);
+    // Accept times have millisecond resolution, so two accepts can share a stamp:
+    // `since` keeps every accept *at or after* it, which is the last one together
+    // with any earlier accept of the same millisecond.
+    let accepts = |since: u64| async move {
+        let (status, body) = http(control, "GET", &format!("/accepts?since={since}"), "").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Vec<u64>>(&body).unwrap()
+    };
+    let same_ms = times.iter().filter(|&&t| t == times[2]).count();
+    assert_eq!(accepts(times[2]).await, vec![times[2]; same_ms]);
+    assert_eq!(accepts(times[0]).await, times);
+    assert_eq!(accepts(times[2] + 1).await, Vec::<u64>::new());
 }
