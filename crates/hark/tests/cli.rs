@@ -38,6 +38,12 @@ fn bad_values_exit_64_with_one_line_naming_the_flag() {
         (vec!["--pusher-url", "http://pusher"], vec![], "--pusher-url"),
         (vec!["--listen", "0.0.0.0:8080"], vec![], "--auth none"),
         (vec!["--auth", "jwt"], vec![], "--auth jwt"),
+        (
+            vec!["--auth", "jwt", "--jwks-file", "/tmp/jwks.json"],
+            vec![("HARK_JWKS_URL", "https://idp.example/jwks")],
+            "--jwks-url",
+        ),
+        (vec!["--auth", "jwt", "--jwks-url", "ftp://idp.example/jwks"], vec![], "--jwks-url"),
         (vec!["--outbox-max-bytes", "lots"], vec![], "--outbox-max-bytes"),
         (vec![], vec![("HARK_BREAKER_COOLDOWN", "-5s")], "--breaker-cooldown"),
         (vec![], vec![("HARK_RECOVERY_RATE", "0")], "--recovery-rate"),
@@ -90,6 +96,8 @@ fn help_documents_every_flag_with_its_default_and_env() {
         "--jwt-audience",
         "--jwt-issuer",
         "--allow-anonymous",
+        "--jwks-url",
+        "--plan-claim",
     ] {
         assert!(flags.iter().any(|f| f == required), "--help lacks {required} (design §8)");
     }
