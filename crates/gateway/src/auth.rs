@@ -312,8 +312,7 @@ impl JwtAuth {
         if config.jwks_file.is_some() && config.jwks_url.is_some() {
             return Err(AuthSetupError::TwoJwksSources);
         }
-        if config.secret_file.is_none() && config.jwks_file.is_none() && config.jwks_url.is_none()
-        {
+        if config.secret_file.is_none() && config.jwks_file.is_none() && config.jwks_url.is_none() {
             return Err(AuthSetupError::NotConfigured);
         }
         // Name the backend rather than leave it to feature unification: were another
@@ -325,8 +324,9 @@ impl JwtAuth {
             (Some(path), _) => Some(Keys::File(JwksSource::load(path)?)),
             (None, Some(url)) => {
                 let policy = config.jwks_fetch;
-                let fetcher = fetch::HttpFetcher::new(&url, policy.timeout, jwks::MAX_JWKS_BYTES)
-                    .map_err(|reason| AuthSetupError::JwksUrl { url: url.clone(), reason })?;
+                let fetcher =
+                    fetch::HttpFetcher::new(&url, policy.timeout, jwks::MAX_JWKS_BYTES)
+                        .map_err(|reason| AuthSetupError::JwksUrl { url: url.clone(), reason })?;
                 let source = RemoteJwks::start(url.clone(), Box::new(fetcher), policy)
                     .await
                     .map_err(|e| AuthSetupError::FetchJwks { url, reason: e.to_string() })?;

@@ -85,7 +85,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
     let mut request = Request::builder().method(http::Method::GET).version(Version::HTTP_11);
     request = request.uri(parsed.path.ok_or(HeadError::Malformed)?);
     for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
+        let name =
+            HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
         let value = HeaderValue::from_bytes(header.value).map_err(|_| HeadError::Malformed)?;
         request = request.header(name, value);
     }
@@ -140,12 +141,9 @@ pub async fn write_response<S: AsyncWrite + Unpin>(
     response: &Response<String>,
 ) -> io::Result<()> {
     let status = response.status();
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\n",
-        status.as_str(),
-        status.canonical_reason().unwrap_or("")
-    )
-    .into_bytes();
+    let mut out =
+        format!("HTTP/1.1 {} {}\r\n", status.as_str(), status.canonical_reason().unwrap_or(""))
+            .into_bytes();
     for (name, value) in response.headers() {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -265,7 +263,12 @@ mod tests {
     #[tokio::test]
     async fn responses_are_written_one_way() {
         let mut out = Vec::new();
-        let response = refusal(StatusCode::TOO_MANY_REQUESTS, "slow down", Some(Duration::from_millis(1500)), &[("X-Rate-Limit-Reason", "quota")]);
+        let response = refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow down",
+            Some(Duration::from_millis(1500)),
+            &[("X-Rate-Limit-Reason", "quota")],
+        );
         write_response(&mut out, &response).await.expect("written");
         let text = String::from_utf8(out).expect("text");
         assert!(text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{text}");

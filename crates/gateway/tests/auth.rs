@@ -284,7 +284,9 @@ async fn keys_published_without_kid_verify_tokens_with_any_kid() {
     let auth = JwtAuth::load(config(None, Some(path))).await.expect("load");
     let check = |token: String| {
         let auth = auth.clone();
-        async move { auth.authenticate(Some(&bearer(&token))).await.map(|p| p.uid).map_err(|e| e.reason()) }
+        async move {
+            auth.authenticate(Some(&bearer(&token))).await.map(|p| p.uid).map_err(|e| e.reason())
+        }
     };
     for kid in [Some("issuer-key-7"), None] {
         let good = sign(Algorithm::RS256, &rsa_key(), kid, &claims());
@@ -435,7 +437,11 @@ async fn signed_payload_that_is_not_a_claims_object_is_malformed() {
         let signature =
             jsonwebtoken::crypto::sign(signed.as_bytes(), &hmac_key(), Algorithm::HS256)
                 .expect("sign");
-        assert_eq!(setup.check(&format!("{signed}.{signature}")).await, Err("malformed"), "{payload}");
+        assert_eq!(
+            setup.check(&format!("{signed}.{signature}")).await,
+            Err("malformed"),
+            "{payload}"
+        );
     }
     // Unsigned, the same payload is just a bad signature.
     let unsigned = format!("{header}.{}.c2ln", URL_SAFE_NO_PAD.encode("not json"));

@@ -393,7 +393,9 @@ impl Cli {
         })?;
         if let Some(url) = &self.jwks_url {
             check(url.starts_with("https://") || url.starts_with("http://"), || {
-                format!("--jwks-url {url:?} must start with https:// (or http:// on a trusted network)")
+                format!(
+                    "--jwks-url {url:?} must start with https:// (or http:// on a trusted network)"
+                )
             })?;
         }
         check(!self.plan_claim.is_empty(), || "--plan-claim must not be empty".into())?;

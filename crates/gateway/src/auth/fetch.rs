@@ -112,12 +112,13 @@ impl HttpFetcher {
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 256)
             .map(str::to_owned);
-        let body = Limited::new(response.into_body(), self.max_bytes).collect().await.map_err(
-            |e| match e.downcast_ref::<LengthLimitError>() {
-                Some(_) => FetchError::TooLarge(self.max_bytes),
-                None => FetchError::Http(e.to_string()),
-            },
-        )?;
+        let body =
+            Limited::new(response.into_body(), self.max_bytes).collect().await.map_err(|e| {
+                match e.downcast_ref::<LengthLimitError>() {
+                    Some(_) => FetchError::TooLarge(self.max_bytes),
+                    None => FetchError::Http(e.to_string()),
+                }
+            })?;
         drop(conn);
         Ok(Fetched::Modified { body: body.to_bytes(), etag: new_etag, cache })
     }
@@ -146,12 +147,13 @@ fn cache_headers(headers: &HeaderMap) -> CacheHeaders {
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -145,7 +145,8 @@ fn usable(index: usize, jwk: &Jwk) -> Result<Option<JwksKey>, JwksError> {
         _ => return skip("only RSA and EC keys are accepted"),
     };
     let invalid = |what| JwksError::InvalidKey { index, what };
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid("key components are not base64url"))?;
+    let key =
+        DecodingKey::from_jwk(jwk).map_err(|_| invalid("key components are not base64url"))?;
     match alg {
         Algorithm::RS256 => check_rsa(&key),
         _ => check_ec(&key),

@@ -243,7 +243,10 @@ mod tests {
         for bad in [json!(""), json!("a b"), json!("a\u{7f}"), json!("a\u{a0}b"), json!(42)] {
             assert_eq!(of(json!({"sub": bad})), Err(AuthError::NoSubject));
         }
-        assert_eq!(of(json!({"sub": "x".repeat(MAX_SUBJECT_BYTES + 1)})), Err(AuthError::NoSubject));
+        assert_eq!(
+            of(json!({"sub": "x".repeat(MAX_SUBJECT_BYTES + 1)})),
+            Err(AuthError::NoSubject)
+        );
         assert_eq!(of(json!({})), Err(AuthError::NoSubject));
     }
 

@@ -156,7 +156,9 @@ fn auth_message(text: &str) -> Result<String, Refusal> {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {
             Err(Refusal::Close(1008, "Missing token"))
         }
-        Some(Value::String(token)) if token.is_empty() => Err(Refusal::Close(1008, "Missing token")),
+        Some(Value::String(token)) if token.is_empty() => {
+            Err(Refusal::Close(1008, "Missing token"))
+        }
         Some(Value::String(token)) => Ok(token.clone()),
         Some(_) => Err(Refusal::Denied),
     }
