@@ -272,7 +272,7 @@ struct Inner {
 /// Where the JWKS keys come from.
 enum Keys {
     File(JwksSource),
-    Url(RemoteJwks),
+    Url(Box<RemoteJwks>),
 }
 
 impl Keys {
@@ -330,7 +330,7 @@ impl JwtAuth {
                 let source = RemoteJwks::start(url.clone(), Box::new(fetcher), policy)
                     .await
                     .map_err(|e| AuthSetupError::FetchJwks { url, reason: e.to_string() })?;
-                Some(Keys::Url(source))
+                Some(Keys::Url(Box::new(source)))
             }
             (None, None) => None,
         };

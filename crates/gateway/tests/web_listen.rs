@@ -239,7 +239,7 @@ async fn with_auth_none_the_uid_comes_from_the_query_and_the_user_limit_still_ap
     assert!(eof);
 
     // No uid: refused at the upgrade, as on /v4/listen.
-    let refused = tokio_tungstenite::connect_async(url(h.addr(), QUERY)).await.err().expect("400");
+    let refused = tokio_tungstenite::connect_async(url(h.addr(), QUERY)).await.expect_err("400");
     match refused {
         tungstenite::Error::Http(response) => assert_eq!(response.status(), 400),
         other => panic!("{other}"),
