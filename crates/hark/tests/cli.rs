@@ -116,3 +116,27 @@ fn every_flag_is_in_the_configuration_guide() {
         help_flags().into_iter().filter(|f| !guide.contains(f.as_str())).collect();
     assert!(missing.is_empty(), "flags missing from docs/configuration.md: {missing:?}");
 }
+
+#[test]
+fn an_unreachable_jwks_url_fails_the_start_with_one_line() {
+    // Nothing listens on port 1 of loopback: every attempt is refused at once.
+    let out = hark(
+        &[
+            "--auth",
+            "jwt",
+            "--jwks-url",
+            "http://127.0.0.1:1/jwks",
+            "--stt-url",
+            "ws://127.0.0.1:9/v1/listen",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[("RUST_LOG", "off")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line, got {stderr:?}");
+    assert!(stderr.contains("cannot fetch the JWKS from http://127.0.0.1:1/jwks"), "{stderr:?}");
+}
