@@ -25,6 +25,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{count_auth_failure, identity, rejection_close};
 use crate::auth::Principal;
+use crate::metrics::CLIENT_CLOSES;
 use crate::session;
 use crate::ws::{close_handshake, ClientIo};
 use crate::Shared;
@@ -55,12 +56,12 @@ pub(super) async fn run(
     let principal = match authenticate(&mut ws, &shared, uid, bound).await {
         Ok(principal) => principal,
         Err(Refusal::Close(code, reason)) => {
-            close_handshake(ws, code, reason, CLOSE_BOUND).await;
+            close(ws, code, reason).await;
             return;
         }
         Err(Refusal::Denied) => {
             if send_auth_response(&mut ws, false).await {
-                close_handshake(ws, 1008, "Invalid token", CLOSE_BOUND).await;
+                close(ws, 1008, "Invalid token").await;
             }
             return;
         }
@@ -76,7 +77,7 @@ pub(super) async fn run(
             // The token was good: not an auth failure, so no `auth_response` false
             // (which would send the app to re-login), but the close code says why.
             let (code, reason) = rejection_close(rejection);
-            close_handshake(ws, code, &reason, CLOSE_BOUND).await;
+            close(ws, code, &reason).await;
             return;
         }
     };
@@ -84,6 +85,13 @@ pub(super) async fn run(
         return;
     }
     session::run(ws, shared, params, identity(principal), guard).await;
+}
+
+/// Closes a refused client (counted in `hark_client_closes_total{code}`).
+async fn close(ws: WebSocketStream<ClientIo>, code: u16, reason: &str) {
+    metrics::counter!(CLIENT_CLOSES, "code" => code.to_string()).increment(1);
+    let outcome = close_handshake(ws, code, reason, CLOSE_BOUND).await;
+    tracing::debug!(code, reason, ?outcome, "web listen client refused");
 }
 
 /// Sends `{"type":"auth_response","success":…}`; `false` when the client is gone.
