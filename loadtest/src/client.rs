@@ -152,7 +152,9 @@ impl ListenClient {
                         conversation_id,
                         via,
                     })) => Received::Created { conversation_id, via },
-                    Err(_) => continue,
+                    // `auth_response` belongs to /v4/web/listen, which this client
+                    // does not speak.
+                    Ok(ServerMessage::Event(ServerEvent::AuthResponse { .. })) | Err(_) => continue,
                 },
                 Ok(Message::Close(frame)) => closed(frame),
                 Ok(_) => continue,

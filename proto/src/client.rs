@@ -82,6 +82,13 @@ pub enum ServerEvent {
         /// Human-readable detail.
         status_text: String,
     },
+    /// The answer to a `/v4/web/listen` auth message (omi's
+    /// `{"type":"auth_response","success":…}`).
+    AuthResponse {
+        /// Whether the token was accepted (the session starts) or not (a close 1008
+        /// follows).
+        success: bool,
+    },
     /// A conversation has been handed off.
     ConversationCreated {
         /// The conversation's id.

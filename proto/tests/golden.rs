@@ -198,6 +198,17 @@ fn client_conversation_created() {
     }
 }
 
+#[test]
+fn client_auth_response() {
+    // omi's exact JSON for the /v4/web/listen auth answer.
+    for success in [true, false] {
+        check_event(
+            &format!("client/auth_response_{success}.json"),
+            ServerEvent::AuthResponse { success },
+        );
+    }
+}
+
 // ---- Deepgram control messages -------------------------------------------------------
 
 #[test]

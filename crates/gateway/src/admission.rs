@@ -116,6 +116,25 @@ impl Admission {
         result
     }
 
+    /// Refuses early, before the user is known, when no session could be admitted
+    /// now (draining, or at capacity); counted like `admit`. For `/v4/web/listen`,
+    /// whose user is known only after the upgrade: a full process should not hold
+    /// sockets open waiting for auth messages it would refuse anyway. Admits
+    /// nothing: `admit` still decides.
+    pub fn precheck(&self) -> Result<(), Rejection> {
+        let result = if self.draining() {
+            Err(Rejection::Draining { retry_after: jitter(Duration::from_secs(2)) })
+        } else if self.active() >= self.max_sessions {
+            Err(Rejection::Capacity { retry_after: self.capacity_retry_after() })
+        } else {
+            Ok(())
+        };
+        if let Err(rejection) = result {
+            metrics::counter!(SESSION_REJECTIONS, "reason" => rejection.reason()).increment(1);
+        }
+        result
+    }
+
     fn try_admit(self: &Arc<Self>, uid: &str) -> Result<AdmissionGuard, Rejection> {
         if self.draining() {
             return Err(Rejection::Draining { retry_after: jitter(Duration::from_secs(2)) });
@@ -223,6 +242,16 @@ mod tests {
         a.start_draining();
         assert!(!a.ready());
         assert!(matches!(a.admit("u"), Err(Rejection::Draining { .. })));
+        assert!(matches!(a.precheck(), Err(Rejection::Draining { .. })));
+    }
+
+    #[tokio::test]
+    async fn precheck_refuses_at_capacity_and_admits_nothing() {
+        let a = Admission::new(nz(1), nz(1));
+        assert_eq!(a.precheck(), Ok(()));
+        assert_eq!(a.active(), 0);
+        let _g = a.admit("u").unwrap();
+        assert!(matches!(a.precheck(), Err(Rejection::Capacity { .. })));
     }
 
     #[tokio::test(start_paused = true)]

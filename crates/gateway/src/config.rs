@@ -101,6 +101,8 @@ pub struct Limits {
 }
 
 /// How clients prove who they are.
+// Built once per process; boxing the JWT variant would only make it clumsier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum AuthConfig {
     /// `uid` from the query; for local use.

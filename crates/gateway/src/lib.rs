@@ -103,6 +103,12 @@ impl Gateway {
         let metrics_handle = metrics::install();
         ws::install_tls_provider();
         let stt = SttBackend::from_config(&config.stt).await?;
+        // Keys before sockets: a JWKS URL that cannot be fetched fails the start
+        // before the client port is bound (nothing would be served meanwhile).
+        let jwt = match &config.auth {
+            config::AuthConfig::Jwt(jwt) => Some(auth::JwtAuth::load(jwt.clone()).await?),
+            config::AuthConfig::None => None,
+        };
         let outbox = Outbox::open(config.outbox.dir.clone(), config.outbox.max_bytes)
             .await
             .map(Arc::new)
@@ -165,13 +171,12 @@ impl Gateway {
         background.spawn(drainer.run());
         background.spawn(metrics::runtime_lag_probe(stop.clone()));
 
-        let jwt = match &config.auth {
-            config::AuthConfig::Jwt(jwt) => {
-                let verifier = auth::JwtAuth::load(jwt.clone())?;
+        let jwt = match jwt {
+            Some(verifier) => {
                 background.spawn(verifier.spawn_reloader(Duration::from_secs(5), stop.clone()));
                 Some(verifier)
             }
-            config::AuthConfig::None => None,
+            None => None,
         };
         let ip_limiter = config.limits.upgrade_rate_per_ip.map(listener::ip_limiter);
         let admission =

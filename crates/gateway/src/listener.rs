@@ -1,28 +1,44 @@
-//! The client listener: accepts TCP, runs the WebSocket upgrade with query
-//! validation, authentication and admission, and spawns a session per client.
+//! The client listener: accepts TCP, reads each upgrade request itself and decides
+//! it — route, query, authentication, admission — before any WebSocket handshake,
+//! then spawns a session per client.
 //!
 //! Every refusal happens at the HTTP upgrade with a status, a one-line reason and a
-//! metric; nothing is accepted and then dropped.
+//! metric, written one way (`prefixed::refusal`); nothing is accepted and then
+//! dropped. The one exception is `/v4/web/listen`: browsers cannot set headers on
+//! a WebSocket, so it upgrades first and authenticates with the first message
+//! (see `web`), refusing with a WebSocket close instead.
+
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hark_proto::{ListenParams, QueryError};
-use http::{Response, StatusCode};
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::{retry_after_header, AdmissionGuard, Rejection};
+use crate::auth::Principal;
 use crate::metrics::{ACCEPT_ERRORS, AUTH_FAILURES, SESSION_REJECTIONS};
-use crate::prefixed::{read_head, refuse as refuse_head, respond, Prefixed};
+use crate::prefixed::{head_refusal, read_head, refusal, refuse, write_response, Prefixed};
 use crate::session::{self, Identity};
+use crate::ws::ClientIo;
 use crate::Shared;
 
-/// The only client route.
+/// The app endpoint: `Authorization: Bearer <JWT>` at the upgrade.
 pub const LISTEN_PATH: &str = "/v4/listen";
+/// The browser endpoint: the first message authenticates.
+pub const WEB_LISTEN_PATH: &str = "/v4/web/listen";
+
 /// Upgrades per second per client IP, keyed; memory is reclaimed periodically.
 pub type IpLimiter = Arc<
     governor::RateLimiter<
@@ -53,8 +69,7 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let shared = shared.clone();
-                let tracker = sessions.clone();
-                sessions.spawn(async move { upgrade(stream, peer, shared, tracker).await });
+                sessions.spawn(async move { upgrade(stream, peer, shared).await });
             }
             Err(error) => {
                 // EMFILE and friends: back off briefly instead of spinning. The
@@ -67,155 +82,232 @@ pub async fn serve(
     }
 }
 
-/// What the upgrade callback decided.
-struct Admitted {
-    params: ListenParams,
-    uid: String,
-    guard: AdmissionGuard,
+/// What an upgrade request was granted.
+enum Decision {
+    /// `/v4/listen`: authenticated and admitted.
+    Session { params: ListenParams, principal: Principal, guard: AdmissionGuard },
+    /// `/v4/web/listen`: upgraded; its first message decides. `uid` is the query's,
+    /// with auth `none`.
+    Web { params: ListenParams, uid: Option<String> },
 }
 
-async fn upgrade(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    _tracker: TaskTracker,
-) {
+/// An upgrade the listener agreed to: the decision, the `Sec-WebSocket-Accept`
+/// value, and the bytes that followed the head.
+struct Granted {
+    decision: Decision,
+    accept: String,
+    rest: Vec<u8>,
+}
+
+async fn upgrade(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     crate::ws::tune(&stream);
     let limit = shared.config.limits.handshake_timeout;
-    let mut admitted: Option<Admitted> = None;
     let handshake = async {
-        // The head is read by hark, bounded, so an oversized or malformed request
-        // gets 431/400 instead of a dropped socket.
-        let head = match read_head(&mut stream).await {
-            Ok(head) => head,
-            Err(error) => {
-                refuse_head(&mut stream, error).await;
+        let granted = match decide(&mut stream, peer, &shared).await {
+            Ok(granted) => granted,
+            Err(Some(response)) => {
+                refuse(&mut stream, &response).await;
                 return None;
             }
+            Err(None) => return None,
         };
-        if let Some(limiter) = &shared.ip_limiter {
-            if let Err(not_until) = limiter.check_key(&peer.ip()) {
-                metrics::counter!(SESSION_REJECTIONS, "reason" => "rate_limit").increment(1);
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                    &governor::clock::DefaultClock::default(),
-                ));
-                let retry = vec![
-                    ("Retry-After", retry_after_header(wait)),
-                    ("X-Rate-Limit-Reason", "upgrades-per-ip".to_owned()),
-                ];
-                respond(
-                    &mut stream,
-                    "429 Too Many Requests",
-                    "too many upgrades from this address",
-                    &retry,
-                )
-                .await;
-                return None;
-            }
-        }
-        let callback = |request: &Request, response| match check(request, &shared) {
-            Ok(ok) => {
-                admitted = Some(ok);
-                Ok(response)
-            }
-            Err(refusal) => Err(refusal),
-        };
-        let config = crate::ws::client_config(shared.config.limits.max_frame_bytes.get());
-        let io = Prefixed::new(head, stream);
-        Some(tokio_tungstenite::accept_hdr_async_with_config(io, callback, Some(config)).await)
-    };
-    let ws = match tokio::time::timeout(limit, handshake).await {
-        Ok(Some(Ok(ws))) => ws,
-        Ok(Some(Err(error))) => {
+        let switching = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(CONNECTION, "Upgrade")
+            .header(UPGRADE, "websocket")
+            .header(SEC_WEBSOCKET_ACCEPT, granted.accept.as_str())
+            .body(String::new())
+            .expect("static response parts are valid");
+        if let Err(error) = write_response(&mut stream, &switching).await {
             tracing::debug!(%peer, %error, "upgrade failed");
-            return;
+            return None;
         }
+        Some(granted)
+    };
+    let Granted { decision, rest, .. } = match tokio::time::timeout(limit, handshake).await {
+        Ok(Some(granted)) => granted,
         Ok(None) => return,
         Err(_) => {
             tracing::debug!(%peer, "upgrade timed out");
             return;
         }
     };
-    let Some(Admitted { params, uid, guard }) = admitted else { return };
-    let session_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
-    session::run(ws, shared, params, Identity { session_id, uid }, guard).await;
+    let config = crate::ws::client_config(shared.config.limits.max_frame_bytes.get());
+    let io: ClientIo = Prefixed::new(rest, stream);
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    match decision {
+        Decision::Session { params, principal, guard } => {
+            session::run(ws, shared, params, identity(principal), guard).await;
+        }
+        Decision::Web { params, uid } => web::run(ws, shared, params, uid).await,
+    }
 }
 
-/// Validates an upgrade request: route, query, auth, admission.
-fn check(request: &Request, shared: &Shared) -> Result<Admitted, ErrorResponse> {
-    if request.uri().path() != LISTEN_PATH {
-        return Err(refuse(
-            StatusCode::NOT_FOUND,
-            "not found: the listen endpoint is /v4/listen",
-            None,
-            &[],
-        ));
-    }
-    let params = ListenParams::parse(request.uri().query().unwrap_or("")).map_err(|error| {
-        metrics::counter!(SESSION_REJECTIONS, "reason" => "bad_request").increment(1);
-        refuse(StatusCode::BAD_REQUEST, &error.to_string(), None, &[])
-    })?;
-    // `shared.auth` is set exactly when the auth mode is `jwt` (Gateway::start).
-    let uid = match &shared.auth {
-        Some(verifier) => {
-            let header =
-                request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            verifier.authenticate(header).map_err(|error| {
-                // The reason only; a token never reaches a log line or a response.
-                metrics::counter!(SESSION_REJECTIONS, "reason" => "auth").increment(1);
-                metrics::counter!(AUTH_FAILURES, "reason" => error.reason()).increment(1);
-                refuse(
-                    StatusCode::UNAUTHORIZED,
-                    &format!("unauthorized: {}", error.reason()),
-                    None,
-                    &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
-                )
-            })?
+/// A new session's identity.
+fn identity(principal: Principal) -> Identity {
+    let session_id: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    Identity { session_id, uid: principal.uid, plan: principal.plan }
+}
+
+/// Reads the request head and decides the upgrade: per-IP rate, route, WebSocket
+/// headers, query, and (for `/v4/listen`) authentication and admission. `Err`
+/// carries the refusal to write, or `None` when the peer is gone.
+async fn decide(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Result<Granted, Option<Response<String>>> {
+    let head = read_head(stream).await.map_err(head_refusal)?;
+    if let Some(limiter) = &shared.ip_limiter {
+        if let Err(not_until) = limiter.check_key(&peer.ip()) {
+            metrics::counter!(SESSION_REJECTIONS, "reason" => "rate_limit").increment(1);
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(Some(refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many upgrades from this address",
+                Some(wait),
+                &[("X-Rate-Limit-Reason", "upgrades-per-ip")],
+            )));
         }
-        None => params.uid.clone().ok_or_else(|| {
-            metrics::counter!(SESSION_REJECTIONS, "reason" => "bad_request").increment(1);
-            refuse(StatusCode::BAD_REQUEST, &QueryError::MissingUid.to_string(), None, &[])
-        })?,
+    }
+    let request = &head.request;
+    let web = match request.uri().path() {
+        LISTEN_PATH => false,
+        WEB_LISTEN_PATH => true,
+        _ => {
+            return Err(Some(refusal(
+                StatusCode::NOT_FOUND,
+                "not found: the listen endpoints are /v4/listen and /v4/web/listen",
+                None,
+                &[],
+            )))
+        }
     };
-    let guard = shared.admission.admit(&uid).map_err(|rejection| match rejection {
-        Rejection::UserLimit { retry_after } => refuse(
+    let accept = websocket_accept(request).map_err(Some)?;
+    let params = ListenParams::parse(request.uri().query().unwrap_or(""))
+        .map_err(|error| Some(bad_request(&error.to_string())))?;
+    // `shared.auth` is set exactly when the auth mode is `jwt` (Gateway::start).
+    let anonymous_uid = match &shared.auth {
+        Some(_) => None,
+        None => Some(
+            params
+                .uid
+                .clone()
+                .ok_or_else(|| Some(bad_request(&QueryError::MissingUid.to_string())))?,
+        ),
+    };
+    let decision = if web {
+        shared.admission.precheck().map_err(|r| Some(rejection_response(r)))?;
+        Decision::Web { params, uid: anonymous_uid }
+    } else {
+        let principal = match (&shared.auth, anonymous_uid) {
+            (Some(verifier), _) => {
+                let header = request.headers().get(http::header::AUTHORIZATION);
+                let header = header.and_then(|v| v.to_str().ok());
+                verifier.authenticate(header).await.map_err(|error| {
+                    // The reason only; a token never reaches a log line or a response.
+                    count_auth_failure(error.reason());
+                    Some(refusal(
+                        StatusCode::UNAUTHORIZED,
+                        &format!("unauthorized: {}", error.reason()),
+                        None,
+                        &[("WWW-Authenticate", "Bearer error=\"invalid_token\"")],
+                    ))
+                })?
+            }
+            (None, Some(uid)) => Principal { uid, plan: None },
+            (None, None) => return Err(Some(bad_request(&QueryError::MissingUid.to_string()))),
+        };
+        let guard =
+            shared.admission.admit(&principal.uid).map_err(|r| Some(rejection_response(r)))?;
+        Decision::Session { params, principal, guard }
+    };
+    Ok(Granted { decision, accept, rest: head.rest })
+}
+
+/// Checks the WebSocket upgrade headers (RFC 6455 §4.2.1) and returns the
+/// `Sec-WebSocket-Accept` value.
+fn websocket_accept(request: &Request<()>) -> Result<String, Response<String>> {
+    let headers = request.headers();
+    let lists = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+    };
+    let upgrade = lists(UPGRADE).iter().any(|t| t.eq_ignore_ascii_case("websocket"));
+    let connection = lists(CONNECTION).iter().any(|t| t.eq_ignore_ascii_case("upgrade"));
+    let version = headers.get(SEC_WEBSOCKET_VERSION).is_some_and(|v| v.as_bytes() == b"13");
+    match headers.get(SEC_WEBSOCKET_KEY) {
+        Some(key) if upgrade && connection && version && !key.is_empty() => {
+            Ok(derive_accept_key(key.as_bytes()))
+        }
+        _ => {
+            metrics::counter!(SESSION_REJECTIONS, "reason" => "bad_request").increment(1);
+            Err(refusal(
+                StatusCode::BAD_REQUEST,
+                "expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)",
+                None,
+                &[("Sec-WebSocket-Version", "13")],
+            ))
+        }
+    }
+}
+
+fn bad_request(reason: &str) -> Response<String> {
+    metrics::counter!(SESSION_REJECTIONS, "reason" => "bad_request").increment(1);
+    refusal(StatusCode::BAD_REQUEST, reason, None, &[])
+}
+
+/// Counts a refused credential: the upgrade (`reason="auth"`) and why.
+fn count_auth_failure(reason: &'static str) {
+    metrics::counter!(SESSION_REJECTIONS, "reason" => "auth").increment(1);
+    metrics::counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+
+/// The HTTP answer to an admission refusal (already counted by `Admission`).
+fn rejection_response(rejection: Rejection) -> Response<String> {
+    let retry_after = Some(rejection.retry_after());
+    match rejection {
+        Rejection::UserLimit { .. } => refusal(
             StatusCode::TOO_MANY_REQUESTS,
             "too many sessions for this user",
-            Some(retry_after),
+            retry_after,
             &[("X-Rate-Limit-Reason", "max-sessions-per-user")],
         ),
-        Rejection::Capacity { retry_after } => refuse(
+        Rejection::Capacity { .. } => refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "server at capacity; retry after the given delay",
-            Some(retry_after),
+            retry_after,
             &[],
         ),
-        Rejection::Draining { retry_after } => refuse(
+        Rejection::Draining { .. } => refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "server is restarting; retry after the given delay",
-            Some(retry_after),
+            retry_after,
             &[],
         ),
-    })?;
-    Ok(Admitted { params, uid, guard })
+    }
 }
 
-/// An HTTP refusal with a one-line plain-text reason.
-fn refuse(
-    status: StatusCode,
-    reason: &str,
-    retry_after: Option<Duration>,
-    headers: &[(&str, &str)],
-) -> ErrorResponse {
-    let mut response = Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(http::header::CONNECTION, "close");
-    if let Some(delay) = retry_after {
-        response = response.header(http::header::RETRY_AFTER, retry_after_header(delay));
+/// The close (code, reason) for an admission refusal after a web client's auth
+/// message, when no HTTP status can be sent any more.
+fn rejection_close(rejection: Rejection) -> (u16, String) {
+    let secs = retry_after_header(rejection.retry_after());
+    match rejection {
+        Rejection::UserLimit { .. } => {
+            (1008, format!("too many sessions for this user; retry after {secs} s"))
+        }
+        Rejection::Capacity { .. } => {
+            (1013, format!("server at capacity; retry after {secs} s with jitter"))
+        }
+        Rejection::Draining { .. } => {
+            (1012, "server restarting; reconnect with jittered backoff".to_owned())
+        }
     }
-    for (name, value) in headers {
-        response = response.header(*name, *value);
-    }
-    response.body(Some(format!("{reason}\n"))).expect("static response parts are valid")
 }

@@ -55,6 +55,12 @@ pub const OUTBOX_WRITE_ERRORS: &str = "hark_outbox_write_errors_total";
 pub const OUTBOX_REFUSED: &str = "hark_outbox_refused_total";
 /// Refused bearer tokens by `reason` (detail of `hark_session_rejections_total{reason="auth"}`).
 pub const AUTH_FAILURES: &str = "hark_auth_failures_total";
+/// JWKS URL fetches by `result` (ok, not_modified, error, timeout).
+pub const JWKS_FETCHES: &str = "hark_jwks_fetches_total";
+/// Usable keys in the JWKS in force (file or URL).
+pub const JWKS_KEYS: &str = "hark_jwks_keys";
+/// Seconds since the JWKS URL's key set was last confirmed (200 or 304).
+pub const JWKS_AGE: &str = "hark_jwks_age_seconds";
 /// Client sessions closed, by close `code`.
 pub const CLIENT_CLOSES: &str = "hark_client_closes_total";
 /// `accept` failures on the client listener (out of file descriptors, mostly).
@@ -114,6 +120,13 @@ fn describe() {
     describe_counter!(OUTBOX_WRITE_ERRORS, "Outbox writes that failed on a filesystem error.");
     describe_counter!(OUTBOX_REFUSED, "Records refused because the outbox was full.");
     describe_counter!(AUTH_FAILURES, "Refused bearer tokens by reason.");
+    describe_counter!(JWKS_FETCHES, "JWKS URL fetches by result.");
+    describe_gauge!(JWKS_KEYS, "Usable keys in the JWKS in force.");
+    describe_gauge!(
+        JWKS_AGE,
+        Unit::Seconds,
+        "Seconds since the JWKS URL's key set was last confirmed by a fetch."
+    );
     describe_counter!(CLIENT_CLOSES, "Client sessions closed by hark, by close code.");
     describe_counter!(ACCEPT_ERRORS, "Failed accepts on the client listener (e.g. out of fds).");
 }
@@ -139,6 +152,9 @@ fn register_zeroes() {
     }
     for reason in ["auth", "capacity", "user_limit", "bad_request", "draining", "rate_limit"] {
         metrics::counter!(SESSION_REJECTIONS, "reason" => reason).absolute(0);
+    }
+    for result in ["ok", "not_modified", "error", "timeout"] {
+        metrics::counter!(JWKS_FETCHES, "result" => result).absolute(0);
     }
     for via in ["pusher", "fallback"] {
         metrics::counter!(CONVERSATIONS, "via" => via).absolute(0);
@@ -168,7 +184,7 @@ fn register_zeroes() {
     ] {
         metrics::counter!(counter).absolute(0);
     }
-    for gauge in [PUSHER_CONNECTED, PUSHER_DEGRADED, OUTBOX_RECORDS, OUTBOX_BYTES] {
+    for gauge in [PUSHER_CONNECTED, PUSHER_DEGRADED, OUTBOX_RECORDS, OUTBOX_BYTES, JWKS_KEYS] {
         metrics::gauge!(gauge).increment(0.0);
     }
     metrics::gauge!("pusher_circuit_breaker_state").set(0.0);

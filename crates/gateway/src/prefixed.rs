@@ -1,13 +1,19 @@
-//! Reading the HTTP upgrade request head ourselves, bounded, so oversized or
-//! malformed requests get a real status (431/400) instead of a dropped socket, then
-//! handing the bytes already read to the WebSocket handshake.
+//! The HTTP side of a client upgrade, done by hark itself: reading the request head
+//! (bounded, parsed once with `httparse`, so an oversized or malformed request gets
+//! a real status — 431/400 — instead of a dropped socket), writing every answer
+//! (refusals and the 101) from an `http::Response`, and handing the bytes that
+//! followed the head to the WebSocket.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::admission::retry_after_header;
 
 /// Largest request head (request line + headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -15,6 +21,8 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Longest request line accepted.
 pub const MAX_REQUEST_LINE: usize = 4 * 1024;
+/// Bound on writing one answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,13 +31,22 @@ pub enum HeadError {
     Gone,
     /// Head, request line or header count over its limit (431).
     TooLarge,
-    /// Not an HTTP/1.1 GET request line (400).
+    /// Not an HTTP/1.1 GET request (400).
     Malformed,
 }
 
-/// Reads until the end of the request head. Bytes after it (none for a
-/// well-behaved client) stay in the returned buffer.
-pub async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
+/// A parsed request head and the bytes read after it (none for a well-behaved
+/// client, which waits for the 101).
+#[derive(Debug)]
+pub struct Head {
+    /// Method, URI, version and headers; no body.
+    pub request: Request<()>,
+    /// Bytes after the head: the start of the WebSocket stream.
+    pub rest: Vec<u8>,
+}
+
+/// Reads until the end of the request head and parses it.
+pub async fn read_head(stream: &mut TcpStream) -> Result<Head, HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
@@ -38,70 +55,119 @@ pub async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
             return Err(HeadError::Gone);
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            check_head(&buf[..end])?;
-            return Ok(buf);
-        }
-        let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(buf.len());
-        if buf.len() > MAX_HEAD_BYTES || line_end > MAX_REQUEST_LINE {
-            return Err(HeadError::TooLarge);
+        if let Some(head) = parse_head(&buf)? {
+            return Ok(head);
         }
     }
 }
 
-fn check_head(head: &[u8]) -> Result<(), HeadError> {
-    if head.len() > MAX_HEAD_BYTES {
+/// `Ok(None)`: the head is not complete yet (and within its limits).
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, HeadError> {
+    let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap_or(buf.len());
+    if line_end > MAX_REQUEST_LINE {
         return Err(HeadError::TooLarge);
     }
-    let mut lines = head.split(|&b| b == b'\n');
-    let request_line = lines.next().unwrap_or_default();
-    if request_line.len() > MAX_REQUEST_LINE {
-        return Err(HeadError::TooLarge);
-    }
-    let ok = request_line.starts_with(b"GET ")
-        && (request_line.ends_with(b" HTTP/1.1\r") || request_line.ends_with(b" HTTP/1.1"));
-    if !ok {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+        Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    if parsed.method != Some("GET") || parsed.version != Some(1) {
         return Err(HeadError::Malformed);
     }
-    if lines.count() > MAX_HEADERS {
-        return Err(HeadError::TooLarge);
+    let mut request = Request::builder().method(http::Method::GET).version(Version::HTTP_11);
+    request = request.uri(parsed.path.ok_or(HeadError::Malformed)?);
+    for header in parsed.headers.iter() {
+        let name =
+            HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
+        let value = HeaderValue::from_bytes(header.value).map_err(|_| HeadError::Malformed)?;
+        request = request.header(name, value);
     }
-    Ok(())
+    let request = request.body(()).map_err(|_| HeadError::Malformed)?;
+    Ok(Some(Head { request, rest: buf[len..].to_vec() }))
 }
 
-/// Answers a refused head with a status and closes.
-pub async fn refuse(stream: &mut TcpStream, error: HeadError) {
-    let (status, reason) = match error {
-        HeadError::Gone => return,
-        HeadError::TooLarge => {
-            ("431 Request Header Fields Too Large", "request line or headers are too large")
-        }
-        HeadError::Malformed => ("400 Bad Request", "expected an HTTP/1.1 GET WebSocket upgrade"),
-    };
-    respond(stream, status, reason, &[]).await;
+/// The answer to a refused head: 431 or 400 (`None` when the peer is gone).
+pub fn head_refusal(error: HeadError) -> Option<Response<String>> {
+    match error {
+        HeadError::Gone => None,
+        HeadError::TooLarge => Some(refusal(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request line or headers are too large",
+            None,
+            &[],
+        )),
+        HeadError::Malformed => Some(refusal(
+            StatusCode::BAD_REQUEST,
+            "expected an HTTP/1.1 GET WebSocket upgrade",
+            None,
+            &[],
+        )),
+    }
 }
 
-/// Writes a plain-text HTTP response with a one-line body and closes the stream.
-pub async fn respond(
-    stream: &mut TcpStream,
-    status: &str,
+/// A refusal: `status` with a one-line plain-text reason, `Connection: close`, and
+/// a `Retry-After` when given.
+pub fn refusal(
+    status: StatusCode,
     reason: &str,
-    headers: &[(&str, String)],
-) {
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: {}\r\n",
-        reason.len() + 1
-    );
-    for (name, value) in headers {
-        response.push_str(&format!("{name}: {value}\r\n"));
+    retry_after: Option<Duration>,
+    headers: &[(&str, &str)],
+) -> Response<String> {
+    let mut response = Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(http::header::CONNECTION, "close");
+    if let Some(delay) = retry_after {
+        response = response.header(http::header::RETRY_AFTER, retry_after_header(delay));
     }
-    response.push_str(&format!("\r\n{reason}\n"));
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        stream.write_all(response.as_bytes()),
-    )
-    .await;
-    let _ = stream.shutdown().await;
+    for (name, value) in headers {
+        response = response.header(*name, *value);
+    }
+    response.body(format!("{reason}\n")).expect("static response parts are valid")
+}
+
+/// Writes `response` (status line, headers, `Content-Length` unless it is a 101,
+/// body), bounded by a short timeout. `Err` when the peer did not take it.
+pub async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    response: &Response<String>,
+) -> io::Result<()> {
+    let status = response.status();
+    let mut out =
+        format!("HTTP/1.1 {} {}\r\n", status.as_str(), status.canonical_reason().unwrap_or(""))
+            .into_bytes();
+    for (name, value) in response.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        out.extend_from_slice(format!("content-length: {}\r\n", response.body().len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(response.body().as_bytes());
+    let write = async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// Writes a refusal and closes the stream.
+pub async fn refuse(stream: &mut TcpStream, response: &Response<String>) {
+    let _ = write_response(stream, response).await;
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
 }
 
 /// A stream that yields `prefix` before reading from `inner`.
@@ -137,7 +203,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             buf.put_slice(&left[..n]);
             this.position += n;
             if this.position == this.prefix.len() {
-                // The head is consumed; give its memory back.
+                // The prefix is consumed; give its memory back.
                 this.prefix = Vec::new();
                 this.position = 0;
             }
@@ -170,12 +236,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn heads_are_checked() {
-        assert_eq!(check_head(b"GET /v4/listen HTTP/1.1\r\nHost: x\r"), Ok(()));
-        assert_eq!(check_head(b"POST /v4/listen HTTP/1.1\r\nHost: x\r"), Err(HeadError::Malformed));
-        assert_eq!(check_head(b"GET /v4/listen HTTP/1.0\r"), Err(HeadError::Malformed));
-        let many = format!("GET / HTTP/1.1\r\n{}", "a: b\r\n".repeat(MAX_HEADERS + 1));
-        assert_eq!(check_head(many.as_bytes()), Err(HeadError::TooLarge));
+    fn heads_are_parsed_and_bounded() {
+        let head = parse_head(b"GET /v4/listen?uid=a HTTP/1.1\r\nHost: x\r\n\r\nrest")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(head.request.uri().path(), "/v4/listen");
+        assert_eq!(head.request.uri().query(), Some("uid=a"));
+        assert_eq!(head.request.headers()["host"], "x");
+        assert_eq!(head.rest, b"rest");
+        assert!(parse_head(b"GET /v4/listen HTTP/1.1\r\nHost: x\r\n").expect("ok").is_none());
+        for bad in [
+            &b"POST /v4/listen HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET /v4/listen HTTP/1.0\r\n\r\n",
+            b"\xff\xfe garbage\r\n\r\n",
+        ] {
+            assert_eq!(parse_head(bad).err(), Some(HeadError::Malformed));
+        }
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(MAX_HEADERS + 1));
+        assert_eq!(parse_head(many.as_bytes()).err(), Some(HeadError::TooLarge));
+        let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_REQUEST_LINE));
+        assert_eq!(parse_head(long_line.as_bytes()).err(), Some(HeadError::TooLarge));
+        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(parse_head(big.as_bytes()).err(), Some(HeadError::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn responses_are_written_one_way() {
+        let mut out = Vec::new();
+        let response = refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow down",
+            Some(Duration::from_millis(1500)),
+            &[("X-Rate-Limit-Reason", "quota")],
+        );
+        write_response(&mut out, &response).await.expect("written");
+        let text = String::from_utf8(out).expect("text");
+        assert!(text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{text}");
+        assert!(text.contains("retry-after: 2\r\n"), "{text}");
+        assert!(text.contains("x-rate-limit-reason: quota\r\n"), "{text}");
+        assert!(text.ends_with("content-length: 10\r\n\r\nslow down\n"), "{text}");
     }
 
     #[tokio::test]

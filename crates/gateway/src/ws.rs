@@ -3,13 +3,20 @@
 //! tokio-tungstenite's defaults suit a browser, not a relay: a 64 MiB message limit
 //! and an unbounded write buffer would let one peer hold hundreds of megabytes of a
 //! pod. Each link gets limits sized for what it really carries.
+//!
+//! [`close_handshake`] is the one way Hark ends a WebSocket it chose to close.
 
 use std::time::Duration;
 
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::prefixed::Prefixed;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Installs rustls' `ring` crypto provider as the process default, once, so `wss://`
 /// STT and pusher URLs work (rustls is built without a default provider, and `ring`
@@ -70,4 +77,51 @@ pub fn tune(stream: &TcpStream) {
     if let Err(error) = sock.set_tcp_keepalive(&keepalive) {
         tracing::debug!(%error, "TCP keepalive not set");
     }
+}
+
+/// How a close that Hark started ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// The peer answered with its Close: the RFC 6455 closing handshake completed.
+    Acknowledged,
+    /// The peer went away (EOF or a socket error) before answering.
+    PeerGone,
+    /// No answer within the bound.
+    TimedOut,
+}
+
+/// Closes a WebSocket the RFC 6455 way: sends a Close with `code` and `reason`
+/// (cut to the 123 bytes a Close frame holds, on a character boundary), reads and
+/// discards whatever the peer still sends until its Close or EOF, at most `bound`,
+/// then shuts the TCP stream (server side first, as RFC 6455 §7.1.1 asks). The
+/// peer sees exactly `code` and `reason`, never 1006.
+pub async fn close_handshake<S>(
+    mut ws: WebSocketStream<S>,
+    code: u16,
+    reason: &str,
+    bound: Duration,
+) -> CloseOutcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame { code: CloseCode::from(code), reason: reason[..end].to_owned().into() };
+    let handshake = async {
+        if ws.send(Message::Close(Some(frame))).await.is_err() {
+            return CloseOutcome::PeerGone;
+        }
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) => return CloseOutcome::Acknowledged,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return CloseOutcome::PeerGone,
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(bound, handshake).await.unwrap_or(CloseOutcome::TimedOut);
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.get_mut().shutdown()).await;
+    outcome
 }

@@ -60,6 +60,7 @@ async fn jwt_sessions_take_their_uid_from_sub_and_bad_tokens_get_401() {
             audience: None,
             issuer: None,
             leeway: Duration::from_secs(5),
+            ..JwtConfig::default()
         });
     })
     .await;

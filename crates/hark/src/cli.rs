@@ -244,6 +244,13 @@ pub struct Cli {
     #[arg(long, env = "HARK_JWKS_FILE", help_heading = "Authentication")]
     pub jwks_file: Option<PathBuf>,
 
+    /// JWKS URL with RS256/ES256 public keys for --auth jwt (https://, or http:// on a
+    /// trusted network). Fetched at start (start-up fails if it cannot be), cached per
+    /// its Cache-Control, re-fetched when a token names an unknown kid (at most once a
+    /// minute). Not together with --jwks-file.
+    #[arg(long, env = "HARK_JWKS_URL", help_heading = "Authentication")]
+    pub jwks_url: Option<String>,
+
     /// Required `aud` claim (unset: not checked).
     #[arg(long, env = "HARK_JWT_AUDIENCE", help_heading = "Authentication")]
     pub jwt_audience: Option<String>,
@@ -251,6 +258,10 @@ pub struct Cli {
     /// Required `iss` claim (unset: not checked).
     #[arg(long, env = "HARK_JWT_ISSUER", help_heading = "Authentication")]
     pub jwt_issuer: Option<String>,
+
+    /// JWT claim holding the user's plan (for quotas); missing means the default plan.
+    #[arg(long, env = "HARK_PLAN_CLAIM", default_value = "plan", help_heading = "Authentication")]
+    pub plan_claim: String,
 
     /// Allow --auth none on a non-loopback address (anyone can connect as any uid).
     #[arg(long, env = "HARK_ALLOW_ANONYMOUS", help_heading = "Authentication")]
@@ -377,9 +388,23 @@ impl Cli {
             )
         })?;
         check(self.handshake_timeout > zero, || "--handshake-timeout must be above 0".into())?;
+        check(self.jwks_file.is_none() || self.jwks_url.is_none(), || {
+            "--jwks-file and --jwks-url cannot be combined: give one source of JWKS keys".into()
+        })?;
+        if let Some(url) = &self.jwks_url {
+            check(url.starts_with("https://") || url.starts_with("http://"), || {
+                format!(
+                    "--jwks-url {url:?} must start with https:// (or http:// on a trusted network)"
+                )
+            })?;
+        }
+        check(!self.plan_claim.is_empty(), || "--plan-claim must not be empty".into())?;
         if self.auth == AuthKind::Jwt {
-            check(self.jwt_secret_file.is_some() || self.jwks_file.is_some(), || {
-                "--auth jwt needs --jwt-secret-file (HS256) or --jwks-file (RS256/ES256)".into()
+            let keys = self.jwt_secret_file.is_some()
+                || self.jwks_file.is_some()
+                || self.jwks_url.is_some();
+            check(keys, || {
+                "--auth jwt needs --jwt-secret-file (HS256), or --jwks-file or --jwks-url (RS256/ES256)".into()
             })?;
         }
         if self.auth == AuthKind::None && !self.listen.ip().is_loopback() {
@@ -454,9 +479,12 @@ impl Cli {
                 AuthKind::Jwt => AuthConfig::Jwt(JwtConfig {
                     secret_file: self.jwt_secret_file,
                     jwks_file: self.jwks_file,
+                    jwks_url: self.jwks_url,
                     audience: self.jwt_audience,
                     issuer: self.jwt_issuer,
                     leeway: Duration::from_secs(30),
+                    plan_claim: self.plan_claim,
+                    ..JwtConfig::default()
                 }),
             },
             drain_timeout: self.drain_timeout,

@@ -38,6 +38,12 @@ fn bad_values_exit_64_with_one_line_naming_the_flag() {
         (vec!["--pusher-url", "http://pusher"], vec![], "--pusher-url"),
         (vec!["--listen", "0.0.0.0:8080"], vec![], "--auth none"),
         (vec!["--auth", "jwt"], vec![], "--auth jwt"),
+        (
+            vec!["--auth", "jwt", "--jwks-file", "/tmp/jwks.json"],
+            vec![("HARK_JWKS_URL", "https://idp.example/jwks")],
+            "--jwks-url",
+        ),
+        (vec!["--auth", "jwt", "--jwks-url", "ftp://idp.example/jwks"], vec![], "--jwks-url"),
         (vec!["--outbox-max-bytes", "lots"], vec![], "--outbox-max-bytes"),
         (vec![], vec![("HARK_BREAKER_COOLDOWN", "-5s")], "--breaker-cooldown"),
         (vec![], vec![("HARK_RECOVERY_RATE", "0")], "--recovery-rate"),
@@ -90,6 +96,8 @@ fn help_documents_every_flag_with_its_default_and_env() {
         "--jwt-audience",
         "--jwt-issuer",
         "--allow-anonymous",
+        "--jwks-url",
+        "--plan-claim",
     ] {
         assert!(flags.iter().any(|f| f == required), "--help lacks {required} (design §8)");
     }
@@ -107,4 +115,28 @@ fn every_flag_is_in_the_configuration_guide() {
     let missing: Vec<String> =
         help_flags().into_iter().filter(|f| !guide.contains(f.as_str())).collect();
     assert!(missing.is_empty(), "flags missing from docs/configuration.md: {missing:?}");
+}
+
+#[test]
+fn an_unreachable_jwks_url_fails_the_start_with_one_line() {
+    // Nothing listens on port 1 of loopback: every attempt is refused at once.
+    let out = hark(
+        &[
+            "--auth",
+            "jwt",
+            "--jwks-url",
+            "http://127.0.0.1:1/jwks",
+            "--stt-url",
+            "ws://127.0.0.1:9/v1/listen",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[("RUST_LOG", "off")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line, got {stderr:?}");
+    assert!(stderr.contains("cannot fetch the JWKS from http://127.0.0.1:1/jwks"), "{stderr:?}");
 }

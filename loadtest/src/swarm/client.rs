@@ -303,6 +303,8 @@ impl<'a> Connection<'a> {
                 agg.created_ids.push((conversation_id, via.as_str().to_owned(), unix_ms()));
                 self.created += 1;
             }
+            // Only /v4/web/listen sends it; the swarm uses /v4/listen.
+            Ok(ServerMessage::Event(ServerEvent::AuthResponse { .. })) => {}
             Err(err) => agg.error(format!("unparseable message from hark: {err}")),
         }
         None

@@ -1,21 +1,21 @@
-//! The JWKS file: parsing it into a set of verification keys, and noticing when it
-//! changes on disk.
+//! A JWKS document (from a file or a URL) as the set of keys Hark verifies with.
 //!
-//! Only the keys Hark can use are kept: RSA keys for RS256 (2048–4096 bits) and
+//! The document is read with `jsonwebtoken::jwk::JwkSet`; Hark adds its policy on
+//! top. Only keys it can use are kept: RSA keys for RS256 (2048–4096 bits) and
 //! P-256 EC keys for ES256. Keys meant for something else (`use` other than `sig`,
 //! another `alg`, another key type) are skipped with a warning, because a JWKS
 //! published by an identity provider often holds them. A document that carries
 //! private or symmetric key material is refused outright: such a file does not
 //! belong on a relay.
 
-use std::path::Path;
-use std::time::SystemTime;
-
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-/// The largest JWKS file Hark reads; a real one is a few KiB.
-const MAX_JWKS_BYTES: u64 = 1024 * 1024;
+/// The largest JWKS document Hark reads; a real one is a few KiB.
+pub(crate) const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Members that only a private (or symmetric) JWK has (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
 const PRIVATE_MEMBERS: [&str; 9] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv"];
@@ -30,22 +30,19 @@ pub(crate) struct JwksKey {
     pub(crate) key: DecodingKey,
 }
 
-/// The usable keys of one version of the JWKS file.
+/// The usable keys of one version of the JWKS.
 pub(crate) struct KeySet {
     /// The keys, in document order.
     pub(crate) keys: Vec<JwksKey>,
 }
 
-/// Why a JWKS document was refused. Says where in the document, never echoes key
-/// material.
+/// Why a JWKS document was refused. Says where in the document, never echoes
+/// private key material (documents holding any are refused before they are read).
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
-    /// The file is larger than Hark reads.
-    #[error("file is larger than {MAX_JWKS_BYTES} bytes")]
+    /// The document is larger than Hark reads.
+    #[error("document is larger than {MAX_JWKS_BYTES} bytes")]
     TooLarge,
-    /// Not a JSON object with a `keys` array.
-    #[error("not a JWKS document (a JSON object with a \"keys\" array): {0}")]
-    NotJwks(&'static str),
     /// Not valid JSON.
     #[error("not valid JSON (line {line}, column {column})")]
     Json {
@@ -54,6 +51,9 @@ pub enum JwksError {
         /// Column of the error.
         column: usize,
     },
+    /// Valid JSON, but not a JWK set.
+    #[error("not a JWKS document (a JSON object with a \"keys\" array of JWKs): {0}")]
+    NotJwks(String),
     /// A key carries private or symmetric key material.
     #[error("key #{index} contains private or symmetric key material; publish only public keys")]
     PrivateKey {
@@ -79,60 +79,28 @@ pub enum JwksError {
     NoUsableKeys,
 }
 
-/// What identifies one version of the file on disk: a change to either means
-/// "read it again".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Fingerprint {
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-/// The file's current fingerprint.
-pub(crate) fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
-    let meta = std::fs::metadata(path)?;
-    Ok(Fingerprint { modified: meta.modified().ok(), len: meta.len() })
-}
-
-/// Why reading the file failed.
-pub(crate) enum LoadError {
-    /// The file could not be read.
-    Io(std::io::Error),
-    /// The file was read but is not a usable JWKS; carries the version that was read.
-    Invalid(Fingerprint, JwksError),
-}
-
-/// Reads and parses the file. The fingerprint is taken before reading, so a write
-/// that lands during the read shows up as a change at the next poll.
-pub(crate) fn load(path: &Path) -> Result<(Fingerprint, KeySet), LoadError> {
-    let fp = fingerprint(path).map_err(LoadError::Io)?;
-    if fp.len > MAX_JWKS_BYTES {
-        return Err(LoadError::Invalid(fp, JwksError::TooLarge));
-    }
-    let bytes = std::fs::read(path).map_err(LoadError::Io)?;
-    let keys = parse(&bytes).map_err(|e| LoadError::Invalid(fp, e))?;
-    Ok((fp, keys))
-}
-
 /// Parses a JWKS document.
 pub(crate) fn parse(bytes: &[u8]) -> Result<KeySet, JwksError> {
-    if bytes.len() as u64 > MAX_JWKS_BYTES {
+    if bytes.len() > MAX_JWKS_BYTES {
         return Err(JwksError::TooLarge);
     }
     let doc: Value = serde_json::from_slice(bytes)
         .map_err(|e| JwksError::Json { line: e.line(), column: e.column() })?;
-    let entries = doc
-        .as_object()
-        .ok_or(JwksError::NotJwks("the top level is not an object"))?
-        .get("keys")
-        .ok_or(JwksError::NotJwks("there is no \"keys\" member"))?
-        .as_array()
-        .ok_or(JwksError::NotJwks("\"keys\" is not an array"))?;
-
-    let mut keys: Vec<JwksKey> = Vec::with_capacity(entries.len());
-    for (index, entry) in entries.iter().enumerate() {
-        let jwk =
-            entry.as_object().ok_or(JwksError::InvalidKey { index, what: "not an object" })?;
-        let Some(key) = parse_key(index, jwk)? else { continue };
+    // `JwkSet` ignores members it does not model, `d` among them: look first.
+    if let Some(entries) = doc.get("keys").and_then(Value::as_array) {
+        for (index, entry) in entries.iter().enumerate() {
+            let private = entry
+                .as_object()
+                .is_some_and(|jwk| PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)));
+            if private {
+                return Err(JwksError::PrivateKey { index });
+            }
+        }
+    }
+    let set: JwkSet = serde_json::from_value(doc).map_err(|e| JwksError::NotJwks(e.to_string()))?;
+    let mut keys: Vec<JwksKey> = Vec::with_capacity(set.keys.len());
+    for (index, jwk) in set.keys.iter().enumerate() {
+        let Some(key) = usable(index, jwk)? else { continue };
         if let Some(kid) = &key.kid {
             if keys.iter().any(|k| k.kid.as_ref() == Some(kid)) {
                 return Err(JwksError::DuplicateKid { kid: kid.clone() });
@@ -147,73 +115,44 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<KeySet, JwksError> {
 }
 
 /// One JWK: `Ok(None)` for a key Hark does not use.
-fn parse_key(index: usize, jwk: &Map<String, Value>) -> Result<Option<JwksKey>, JwksError> {
-    if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
-        return Err(JwksError::PrivateKey { index });
-    }
-    let invalid = |what| JwksError::InvalidKey { index, what };
-    let text = |name: &str| -> Result<Option<&str>, JwksError> {
-        match jwk.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(invalid("a member that must be a string is not")),
-        }
-    };
-    let kty = text("kty")?.ok_or(invalid("no \"kty\""))?;
-    let declared_alg = text("alg")?;
-    let kid = text("kid")?.map(str::to_owned);
-
+fn usable(index: usize, jwk: &Jwk) -> Result<Option<JwksKey>, JwksError> {
+    let common = &jwk.common;
+    let declared = common.key_algorithm;
     let skip = |why: &str| {
-        tracing::warn!(
-            index,
-            kty,
-            alg = declared_alg,
-            why,
-            "skipping a JWKS key Hark does not use"
-        );
+        tracing::warn!(index, alg = ?declared, why, "skipping a JWKS key Hark does not use");
         Ok(None)
     };
-    if let Some(usage) = text("use")? {
-        if usage != "sig" {
-            return skip("its \"use\" is not \"sig\"");
-        }
+    if common.public_key_use.as_ref().is_some_and(|u| *u != PublicKeyUse::Signature) {
+        return skip("its \"use\" is not \"sig\"");
     }
-    if let Some(ops) = jwk.get("key_ops") {
-        let verifies = ops.as_array().is_some_and(|ops| ops.iter().any(|op| op == "verify"));
-        if !verifies {
-            return skip("its \"key_ops\" does not allow \"verify\"");
-        }
+    if common.key_operations.as_ref().is_some_and(|ops| !ops.contains(&KeyOperations::Verify)) {
+        return skip("its \"key_ops\" does not allow \"verify\"");
     }
-
-    let (alg, key) = match kty {
-        "RSA" => {
-            if declared_alg.is_some_and(|a| a != "RS256") {
-                return skip("only RS256 is accepted for RSA keys");
-            }
-            let n = text("n")?.ok_or(invalid("RSA key without \"n\""))?;
-            let e = text("e")?.ok_or(invalid("RSA key without \"e\""))?;
-            let key = DecodingKey::from_rsa_components(n, e)
-                .map_err(|_| invalid("RSA \"n\" or \"e\" is not base64url"))?;
-            check_rsa(&key).map_err(invalid)?;
-            (Algorithm::RS256, key)
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) if declared.is_some_and(|a| a != KeyAlgorithm::RS256) => {
+            return skip("only RS256 is accepted for RSA keys");
         }
-        "EC" => {
-            if declared_alg.is_some_and(|a| a != "ES256") {
-                return skip("only ES256 is accepted for EC keys");
-            }
-            if text("crv")? != Some("P-256") {
-                return skip("only the P-256 curve is accepted");
-            }
-            let x = text("x")?.ok_or(invalid("EC key without \"x\""))?;
-            let y = text("y")?.ok_or(invalid("EC key without \"y\""))?;
-            let key = DecodingKey::from_ec_components(x, y)
-                .map_err(|_| invalid("EC \"x\" or \"y\" is not base64url"))?;
-            check_ec(&key).map_err(invalid)?;
-            (Algorithm::ES256, key)
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve != EllipticCurve::P256 => {
+            return skip("only the P-256 curve is accepted");
         }
+        AlgorithmParameters::EllipticCurve(_)
+            if declared.is_some_and(|a| a != KeyAlgorithm::ES256) =>
+        {
+            return skip("only ES256 is accepted for EC keys");
+        }
+        AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
         _ => return skip("only RSA and EC keys are accepted"),
     };
-    Ok(Some(JwksKey { kid, alg, key }))
+    let invalid = |what| JwksError::InvalidKey { index, what };
+    let key =
+        DecodingKey::from_jwk(jwk).map_err(|_| invalid("key components are not base64url"))?;
+    match alg {
+        Algorithm::RS256 => check_rsa(&key),
+        _ => check_ec(&key),
+    }
+    .map_err(invalid)?;
+    Ok(Some(JwksKey { kid: common.key_id.clone(), alg, key }))
 }
 
 /// Catches a broken RSA key at load time: the backend only builds the key when it
@@ -266,6 +205,7 @@ mod tests {
         assert!(matches!(parse(b"{}"), Err(JwksError::NotJwks(_))));
         assert!(matches!(parse(br#"{"keys":{}}"#), Err(JwksError::NotJwks(_))));
         assert!(matches!(parse(br#"{"keys":[]}"#), Err(JwksError::NoUsableKeys)));
+        assert!(matches!(parse(&vec![b' '; MAX_JWKS_BYTES + 1]), Err(JwksError::TooLarge)));
     }
 
     #[test]
@@ -282,7 +222,10 @@ mod tests {
         let enc = serde_json::json!({ "kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB" });
         let ps = serde_json::json!({ "kty": "RSA", "alg": "PS256", "n": "AQAB", "e": "AQAB" });
         let okp = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": "AQAB" });
-        for jwk in [enc, ps, okp] {
+        let p384 = serde_json::json!({ "kty": "EC", "crv": "P-384", "x": "AQAB", "y": "AQAB" });
+        let sign_only =
+            serde_json::json!({ "kty": "RSA", "key_ops": ["sign"], "n": "AQAB", "e": "AQAB" });
+        for jwk in [enc, ps, okp, p384, sign_only] {
             assert!(matches!(one(jwk), Err(JwksError::NoUsableKeys)));
         }
     }

@@ -4,12 +4,47 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::jwks::{self, Fingerprint, JwksError, KeySet, LoadError};
+use super::jwks::{self, JwksError, KeySet, MAX_JWKS_BYTES};
 use super::AuthSetupError;
+use crate::metrics::JWKS_KEYS;
+
+/// What identifies one version of the file on disk: a change to either means
+/// "read it again".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+/// The file's current fingerprint.
+fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
+    let meta = std::fs::metadata(path)?;
+    Ok(Fingerprint { modified: meta.modified().ok(), len: meta.len() })
+}
+
+/// Why reading the file failed.
+enum LoadError {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// The file was read but is not a usable JWKS; carries the version that was read.
+    Invalid(Fingerprint, JwksError),
+}
+
+/// Reads and parses the file. The fingerprint is taken before reading, so a write
+/// that lands during the read shows up as a change at the next poll.
+fn load(path: &Path) -> Result<(Fingerprint, KeySet), LoadError> {
+    let fp = fingerprint(path).map_err(LoadError::Io)?;
+    if fp.len > MAX_JWKS_BYTES as u64 {
+        return Err(LoadError::Invalid(fp, JwksError::TooLarge));
+    }
+    let bytes = std::fs::read(path).map_err(LoadError::Io)?;
+    let keys = jwks::parse(&bytes).map_err(|e| LoadError::Invalid(fp, e))?;
+    Ok((fp, keys))
+}
 
 /// The JWKS file and the key set last loaded from it.
 pub(crate) struct JwksSource {
@@ -23,8 +58,9 @@ pub(crate) struct JwksSource {
 impl JwksSource {
     /// Loads the file, or says why it cannot be used.
     pub(crate) fn load(path: PathBuf) -> Result<JwksSource, AuthSetupError> {
-        match jwks::load(&path) {
+        match load(&path) {
             Ok((loaded, keys)) => {
+                metrics::gauge!(JWKS_KEYS).set(keys.keys.len() as f64);
                 Ok(JwksSource { path, keys: RwLock::new(Arc::new(keys)), loaded })
             }
             Err(LoadError::Io(source)) => Err(AuthSetupError::ReadJwks { path, source }),
@@ -65,6 +101,7 @@ impl JwksSource {
                         path = %self.path.display(), keys = keys.keys.len(),
                         "reloaded the JWKS file"
                     );
+                    metrics::gauge!(JWKS_KEYS).set(keys.keys.len() as f64);
                     *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
                     seen = fp;
                     unreadable_logged = false;
@@ -102,12 +139,12 @@ enum Poll {
 }
 
 fn poll_jwks(path: &Path, seen: Fingerprint) -> Poll {
-    match jwks::fingerprint(path) {
+    match fingerprint(path) {
         Ok(fp) if fp == seen => return Poll::Unchanged,
         Ok(_) => {}
         Err(e) => return Poll::Unreadable(e),
     }
-    match jwks::load(path) {
+    match load(path) {
         Ok((fp, keys)) => Poll::Reloaded(fp, keys),
         Err(LoadError::Invalid(fp, e)) => Poll::Invalid(fp, e),
         Err(LoadError::Io(e)) => Poll::Unreadable(e),

@@ -122,6 +122,8 @@ pub struct Identity {
     pub session_id: Arc<str>,
     /// The user.
     pub uid: String,
+    /// The user's plan (from the token's plan claim); `None` = the default plan.
+    pub plan: Option<String>,
 }
 
 /// Runs one session to its end. `guard` holds its admission slot.

@@ -128,3 +128,15 @@ pub fn dials(metrics: &str) -> f64 {
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }
+
+/// Waits up to 10 s for the fake pusher to be dialed for `uid` (a session's link
+/// sends its first frame soon after the session starts).
+pub async fn pusher_saw_uid(h: &Harness, uid: &str) -> bool {
+    for _ in 0..500 {
+        if h.pusher().frames().iter().any(|f| f.uid == uid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
