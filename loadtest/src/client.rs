@@ -9,10 +9,11 @@ use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use hark_proto::client::ServerMessage;
-use hark_proto::{Segment, ServerEvent, ServiceStatus, Via};
+use hark_proto::{ProcessingStatus, Segment, ServerEvent, ServiceStatus, Via};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -44,8 +45,10 @@ pub enum ConnectError {
 pub enum Received {
     /// A transcript update, with when it arrived.
     Segments(Vec<Segment>, Instant),
-    /// A status event.
+    /// A `service_status` event.
     Status(ServiceStatus),
+    /// A `processing_status` event.
+    Processing(ProcessingStatus),
     /// A conversation was handed off.
     Created {
         /// Its id.
@@ -148,6 +151,9 @@ impl ListenClient {
                     Ok(ServerMessage::Event(ServerEvent::ServiceStatus { status, .. })) => {
                         Received::Status(status)
                     }
+                    Ok(ServerMessage::Event(ServerEvent::ProcessingStatus { status, .. })) => {
+                        Received::Processing(status)
+                    }
                     Ok(ServerMessage::Event(ServerEvent::ConversationCreated {
                         conversation_id,
                         via,
@@ -197,15 +203,38 @@ impl ListenClient {
         }
     }
 
-    /// Closes the socket normally and reads until the server's close.
-    pub async fn close(mut self) -> Vec<Received> {
-        let _ = self.sink.send(Message::Close(None)).await;
-        while let Some(received) = self.next(Duration::from_secs(10)).await {
-            if matches!(received, Received::Closed(..)) {
-                break;
+    /// Closes the socket with 1000 and completes the closing handshake: the server
+    /// must answer with its own Close and then end the TCP stream. `Err` says how
+    /// the handshake failed (what a browser reports as 1006, `wasClean=false`);
+    /// `Ok` carries everything received.
+    pub async fn close(mut self) -> Result<Vec<Received>, String> {
+        let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        self.sink
+            .send(Message::Close(Some(frame)))
+            .await
+            .map_err(|e| format!("send Close: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut answered = None;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) if answered.is_none() => {
+                    return Err("no Close from the server within 10 s".into())
+                }
+                Err(_) => return Err("the server answered but kept the TCP stream open".into()),
+                // After the server's Close, the stream ends when the server closes TCP.
+                Ok(None) | Ok(Some(Err(WsError::ConnectionClosed))) if answered.is_some() => break,
+                Ok(None) | Ok(Some(Err(WsError::ConnectionClosed))) => {
+                    return Err("the stream ended without the server's Close (1006)".into())
+                }
+                Ok(Some(Err(error))) => {
+                    return Err(format!("closing handshake failed (1006): {error}"))
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => answered = Some(closed(frame)),
+                Ok(Some(Ok(_))) => {}
             }
         }
-        self.received
+        self.received.extend(answered);
+        Ok(self.received)
     }
 
     /// All words received so far, in order.
@@ -228,7 +257,18 @@ impl ListenClient {
             .collect()
     }
 
-    /// Status events received so far.
+    /// `processing_status` events received so far.
+    pub fn processing(&self) -> Vec<ProcessingStatus> {
+        self.received
+            .iter()
+            .filter_map(|r| match r {
+                Received::Processing(s) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `service_status` events received so far.
     pub fn statuses(&self) -> Vec<ServiceStatus> {
         self.received
             .iter()

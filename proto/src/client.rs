@@ -35,7 +35,10 @@ impl Segment {
     }
 }
 
-/// Status values of `service_status` events.
+/// Status values of `service_status` events: exactly the values the omi app knows.
+///
+/// The app shows "listening" only while the last `service_status` is `ready`, so
+/// nothing about pusher ever goes here (see [`ProcessingStatus`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceStatus {
@@ -45,9 +48,16 @@ pub enum ServiceStatus {
     SttInitiating,
     /// Audio is being transcribed.
     Ready,
-    /// Transcription continues; conversation processing is delayed (pusher is down).
+}
+
+/// Status values of `processing_status` events: whether finished conversations are
+/// being processed live (pusher) or wait on the fallback path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingStatus {
+    /// Pusher is unavailable: transcription continues, processing is delayed.
     Degraded,
-    /// Pusher is back; conversation processing is live again.
+    /// Pusher is back after a `Degraded`.
     Recovered,
 }
 
@@ -79,6 +89,13 @@ pub enum ServerEvent {
     ServiceStatus {
         /// The state.
         status: ServiceStatus,
+        /// Human-readable detail.
+        status_text: String,
+    },
+    /// Whether conversation processing (pusher) is live or delayed.
+    ProcessingStatus {
+        /// The state.
+        status: ProcessingStatus,
         /// Human-readable detail.
         status_text: String,
     },
@@ -181,11 +198,16 @@ pub struct ListenParams {
     pub codec: Codec,
     /// Channel count; only 1 is accepted.
     pub channels: u8,
-    /// Silence (no new transcript) after which a conversation ends (120 s).
+    /// Silence (no new transcript) after which a conversation ends (120 s;
+    /// `conversation_timeout=-1` gives [`NEVER_SPLIT_CAP`]).
     pub conversation_timeout: Duration,
     /// The user id from the query, if any (used only with auth mode `none`).
     pub uid: Option<String>,
 }
+
+/// What `conversation_timeout=-1` ("never split by silence") means: a conversation
+/// still ends after this long without new transcript, as omi caps it.
+pub const NEVER_SPLIT_CAP: Duration = Duration::from_secs(4 * 60 * 60);
 
 /// Smallest and largest sample rates Hark accepts.
 pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 8_000..=48_000;
@@ -256,6 +278,10 @@ impl ListenParams {
                         ))
                     }
                 },
+                // omi's "never split" setting: no split by silence, capped at 4 h.
+                "conversation_timeout" if value == "-1" => {
+                    params.conversation_timeout = NEVER_SPLIT_CAP;
+                }
                 "conversation_timeout" => {
                     let secs: u64 = value.parse().map_err(|_| {
                         invalid(
@@ -266,7 +292,7 @@ impl ListenParams {
                     if !(1..=86_400).contains(&secs) {
                         return Err(invalid(
                             "conversation_timeout",
-                            "must be between 1 and 86400 seconds",
+                            "must be between 1 and 86400 seconds, or -1 for no split",
                         ));
                     }
                     params.conversation_timeout = Duration::from_secs(secs);
@@ -289,6 +315,15 @@ impl ListenParams {
         Ok(params)
     }
 
+    /// The `conversation_timeout` value as a client sends it (`-1` for no split).
+    fn timeout_query_value(&self) -> String {
+        if self.conversation_timeout == NEVER_SPLIT_CAP {
+            "-1".to_owned()
+        } else {
+            self.conversation_timeout.as_secs().to_string()
+        }
+    }
+
     /// Renders the query string a client would send for these parameters.
     pub fn to_query(&self) -> String {
         let mut out = form_urlencoded::Serializer::new(String::new());
@@ -296,7 +331,7 @@ impl ListenParams {
             .append_pair("sample_rate", &self.sample_rate.to_string())
             .append_pair("codec", self.codec.as_str())
             .append_pair("channels", &self.channels.to_string())
-            .append_pair("conversation_timeout", &self.conversation_timeout.as_secs().to_string());
+            .append_pair("conversation_timeout", &self.timeout_query_value());
         if let Some(uid) = &self.uid {
             out.append_pair("uid", uid);
         }
@@ -310,6 +345,21 @@ fn invalid(param: &'static str, reason: impl Into<String>) -> QueryError {
 
 /// Frames of at most this many bytes are keep-alives, not audio.
 pub const KEEPALIVE_MAX_BYTES: usize = 2;
+
+/// Client message types omi's apps send, which Hark accepts and ignores (they drive
+/// features outside a relay's job: photos, speaker naming, suggestions).
+pub const KNOWN_CLIENT_TYPES: &[&str] =
+    &["image_chunk", "speaker_assigned", "suggested_transcript", "skip_question"];
+
+/// The bounded label for a client text frame: its `type` when it is one of
+/// [`KNOWN_CLIENT_TYPES`], `other` for any other typed JSON object, `invalid` for
+/// text that is not one. A client cannot mint label values.
+pub fn client_text_label(text: &str) -> &'static str {
+    match client_text_type(text) {
+        Some(kind) => KNOWN_CLIENT_TYPES.iter().find(|k| **k == kind).copied().unwrap_or("other"),
+        None => "invalid",
+    }
+}
 
 /// The `type` of a client text frame, if it has one. Hark ignores all client text
 /// frames today; this lets it log what it ignored.

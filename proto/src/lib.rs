@@ -14,6 +14,8 @@ pub mod deepgram;
 pub mod pusher;
 pub mod record;
 
-pub use client::{Codec, ListenParams, QueryError, Segment, ServerEvent, ServiceStatus, Via};
+pub use client::{
+    Codec, ListenParams, ProcessingStatus, QueryError, Segment, ServerEvent, ServiceStatus, Via,
+};
 pub use pusher::{Ack, FrameError, ProcessRequest, PusherFrame, SegmentsPayload};
 pub use record::ConversationRecord;

@@ -13,7 +13,7 @@ use hark_proto::deepgram::Control;
 use hark_proto::{
     Ack, ConversationRecord, ProcessRequest, PusherFrame, Segment, SegmentsPayload, ServerEvent,
 };
-use hark_proto::{ServiceStatus, Via};
+use hark_proto::{ProcessingStatus, ServiceStatus, Via};
 
 const CONVERSATION_ID: &str = "3f2a6c1e-8d4b-4f6a-9c2e-5b7d1a0e9f42";
 
@@ -176,16 +176,37 @@ fn client_service_status() {
         (ServiceStatus::Initiating, "initiating", "Starting session"),
         (ServiceStatus::SttInitiating, "stt_initiating", "Connecting to transcription"),
         (ServiceStatus::Ready, "ready", "Listening"),
-        (
-            ServiceStatus::Degraded,
-            "degraded",
-            "Transcription continues; conversation processing is delayed",
-        ),
-        (ServiceStatus::Recovered, "recovered", "Conversation processing is back"),
     ];
     for (status, name, text) in cases {
         let event = ServerEvent::ServiceStatus { status, status_text: text.to_owned() };
         check_event(&format!("client/service_status_{name}.json"), event);
+    }
+}
+
+#[test]
+fn client_processing_status() {
+    let cases = [
+        (
+            ProcessingStatus::Degraded,
+            "degraded",
+            "Transcription continues; conversation processing is delayed",
+        ),
+        (ProcessingStatus::Recovered, "recovered", "Conversation processing is back"),
+    ];
+    for (status, name, text) in cases {
+        let event = ServerEvent::ProcessingStatus { status, status_text: text.to_owned() };
+        check_event(&format!("client/processing_status_{name}.json"), event);
+    }
+}
+
+#[test]
+fn pusher_health_is_not_a_service_status() {
+    // The omi app shows "listening" only while the last service_status is `ready`.
+    for text in [
+        r#"{"type":"service_status","status":"degraded","status_text":""}"#,
+        r#"{"type":"service_status","status":"recovered","status_text":""}"#,
+    ] {
+        assert!(ServerMessage::parse(text).is_err(), "{text}");
     }
 }
 

@@ -117,7 +117,12 @@ fn conversation_timeout() {
     assert!(reason.contains("abc"), "{reason}");
     refused("conversation_timeout=86401", "conversation_timeout");
     refused("conversation_timeout=1.5", "conversation_timeout");
-    refused("conversation_timeout=-1", "conversation_timeout");
+    refused("conversation_timeout=-2", "conversation_timeout");
+    // omi's "never split": no silence split, capped at 4 h; it renders back as -1.
+    let p = parse("conversation_timeout=-1").expect("valid");
+    assert_eq!(p.conversation_timeout, hark_proto::client::NEVER_SPLIT_CAP);
+    assert_eq!(p.conversation_timeout, Duration::from_secs(4 * 3600));
+    assert!(p.to_query().contains("conversation_timeout=-1"), "{}", p.to_query());
     refused("conversation_timeout=2m", "conversation_timeout");
 }
 

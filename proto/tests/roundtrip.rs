@@ -6,8 +6,8 @@ use bytes::Bytes;
 use hark_proto::client::{segments_to_json, ServerMessage, MAX_UID_LEN, SAMPLE_RATES};
 use hark_proto::deepgram::{Alternative, Channel, Results, SttMessage, Word};
 use hark_proto::{
-    Ack, Codec, ConversationRecord, ListenParams, ProcessRequest, PusherFrame, Segment,
-    SegmentsPayload, ServerEvent, ServiceStatus, Via,
+    Ack, Codec, ConversationRecord, ListenParams, ProcessRequest, ProcessingStatus, PusherFrame,
+    Segment, SegmentsPayload, ServerEvent, ServiceStatus, Via,
 };
 use proptest::collection::vec;
 use proptest::num::f64 as f64s;
@@ -69,13 +69,16 @@ fn server_event() -> impl Strategy<Value = ServerEvent> {
         Just(ServiceStatus::Initiating),
         Just(ServiceStatus::SttInitiating),
         Just(ServiceStatus::Ready),
-        Just(ServiceStatus::Degraded),
-        Just(ServiceStatus::Recovered),
     ];
+    let processing =
+        prop_oneof![Just(ProcessingStatus::Degraded), Just(ProcessingStatus::Recovered)];
     let via = prop_oneof![Just(Via::Pusher), Just(Via::Fallback)];
     prop_oneof![
         (status, any::<String>())
             .prop_map(|(status, status_text)| ServerEvent::ServiceStatus { status, status_text }),
+        (processing, any::<String>()).prop_map(|(status, status_text)| {
+            ServerEvent::ProcessingStatus { status, status_text }
+        }),
         (any::<String>(), via).prop_map(|(conversation_id, via)| {
             ServerEvent::ConversationCreated { conversation_id, via }
         }),

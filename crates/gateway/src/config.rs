@@ -19,6 +19,8 @@ pub enum SttConfig {
         api_key: Option<String>,
         /// The `model` query parameter.
         model: String,
+        /// The link's reconnect budget.
+        reconnect: SttReconnect,
     },
     /// The embedded engine (crate `hark-stt-local`).
     Local {
@@ -27,6 +29,24 @@ pub enum SttConfig {
         /// Acoustic model directory; `None` = the packaged en-us model.
         model_dir: Option<PathBuf>,
     },
+}
+
+/// The STT link's reconnect budget: after this many failed connects (or streams that
+/// died young) in a row, the session is closed 1013.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SttReconnect {
+    /// Failed attempts in a row before the link gives up.
+    pub max_attempts: u32,
+    /// First backoff ceiling (full jitter below it).
+    pub base: Duration,
+    /// Largest backoff ceiling.
+    pub max: Duration,
+}
+
+impl Default for SttReconnect {
+    fn default() -> Self {
+        Self { max_attempts: 8, base: Duration::from_millis(250), max: Duration::from_secs(5) }
+    }
 }
 
 /// Timing and limits of the pusher link and its breaker (design §6).
@@ -145,6 +165,7 @@ impl GatewayConfig {
                 url: stt_url.to_owned(),
                 api_key: Some("test-key".to_owned()),
                 model: "nova-3".to_owned(),
+                reconnect: SttReconnect::default(),
             },
             pusher: pusher_url.map(|url| PusherConfig {
                 url: url.to_owned(),
@@ -175,7 +196,7 @@ impl GatewayConfig {
                 max_conversation_segments: nzu(10_000),
                 inactivity_timeout: Duration::from_secs(90),
                 client_queue: nzu(512),
-                max_text_bytes: nzu(4096),
+                max_text_bytes: nzu(64 * 1024),
                 handshake_timeout: Duration::from_secs(10),
                 upgrade_rate_per_ip: None,
                 max_frames_per_second: nz(200),

@@ -63,6 +63,8 @@ pub const JWKS_KEYS: &str = "hark_jwks_keys";
 pub const JWKS_AGE: &str = "hark_jwks_age_seconds";
 /// Client sessions closed, by close `code`.
 pub const CLIENT_CLOSES: &str = "hark_client_closes_total";
+/// Client text messages by `type` (omi's known types, `other`, `invalid`).
+pub const CLIENT_MESSAGES: &str = "hark_client_messages_total";
 /// `accept` failures on the client listener (out of file descriptors, mostly).
 pub const ACCEPT_ERRORS: &str = "hark_accept_errors_total";
 
@@ -128,6 +130,10 @@ fn describe() {
         "Seconds since the JWKS URL's key set was last confirmed by a fetch."
     );
     describe_counter!(CLIENT_CLOSES, "Client sessions closed by hark, by close code.");
+    describe_counter!(
+        CLIENT_MESSAGES,
+        "Client text messages accepted and ignored, by type (omi's types, other, invalid)."
+    );
     describe_counter!(ACCEPT_ERRORS, "Failed accepts on the client listener (e.g. out of fds).");
 }
 
@@ -137,6 +143,7 @@ fn describe() {
 fn register_zeroes() {
     for outcome in [
         "client_closed",
+        "client_gone",
         "inactivity",
         "frame_too_big",
         "bad_text",
@@ -155,6 +162,10 @@ fn register_zeroes() {
     }
     for result in ["ok", "not_modified", "error", "timeout"] {
         metrics::counter!(JWKS_FETCHES, "result" => result).absolute(0);
+    }
+    let message_types = hark_proto::client::KNOWN_CLIENT_TYPES.iter().copied();
+    for kind in message_types.chain(["other", "invalid"]) {
+        metrics::counter!(CLIENT_MESSAGES, "type" => kind).absolute(0);
     }
     for via in ["pusher", "fallback"] {
         metrics::counter!(CONVERSATIONS, "via" => via).absolute(0);

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -79,10 +79,14 @@ pub fn tune(stream: &TcpStream) {
     }
 }
 
-/// How a close that Hark started ended.
+/// Bound on waiting for a client's Close reply and its end of the TCP stream.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// How a close ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseOutcome {
-    /// The peer answered with its Close: the RFC 6455 closing handshake completed.
+    /// The peer answered with its Close (or we answered its): the RFC 6455 closing
+    /// handshake completed.
     Acknowledged,
     /// The peer went away (EOF or a socket error) before answering.
     PeerGone,
@@ -91,10 +95,8 @@ pub enum CloseOutcome {
 }
 
 /// Closes a WebSocket the RFC 6455 way: sends a Close with `code` and `reason`
-/// (cut to the 123 bytes a Close frame holds, on a character boundary), reads and
-/// discards whatever the peer still sends until its Close or EOF, at most `bound`,
-/// then shuts the TCP stream (server side first, as RFC 6455 §7.1.1 asks). The
-/// peer sees exactly `code` and `reason`, never 1006.
+/// (cut to the 123 bytes a Close frame holds, on a character boundary), then
+/// [`finish_close`]. The peer sees exactly `code` and `reason`, never 1006.
 pub async fn close_handshake<S>(
     mut ws: WebSocketStream<S>,
     code: u16,
@@ -104,24 +106,61 @@ pub async fn close_handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let deadline = tokio::time::Instant::now() + bound;
+    let frame = CloseFrame { code: CloseCode::from(code), reason: close_reason(reason).into() };
+    match tokio::time::timeout_at(deadline, ws.send(Message::Close(Some(frame)))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return CloseOutcome::PeerGone,
+        Err(_) => return CloseOutcome::TimedOut,
+    }
+    finish_close(ws, deadline.saturating_duration_since(tokio::time::Instant::now())).await
+}
+
+/// `reason` cut to the 123 bytes a Close frame holds, on a character boundary.
+pub fn close_reason(reason: &str) -> String {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    let frame = CloseFrame { code: CloseCode::from(code), reason: reason[..end].to_owned().into() };
-    let handshake = async {
-        if ws.send(Message::Close(Some(frame))).await.is_err() {
-            return CloseOutcome::PeerGone;
-        }
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(_))) => return CloseOutcome::Acknowledged,
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return CloseOutcome::PeerGone,
-            }
+    reason[..end].to_owned()
+}
+
+/// Finishes a WebSocket whose Close frame has been sent (Hark's own, or the reply
+/// to the client's): reads until the peer's Close or the end of the stream, then
+/// shuts our side of TCP first (RFC 6455 §7.1.1) and drains what the peer still
+/// sends until it closes too, all within `bound`.
+///
+/// Dropping the socket at once would be wrong twice over: the peer never sees the
+/// handshake complete (it reports 1006), and unread bytes in our receive buffer turn
+/// the close into a TCP reset that can destroy the Close frame in flight.
+pub async fn finish_close<S>(mut ws: WebSocketStream<S>, bound: Duration) -> CloseOutcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + bound;
+    // A Close queued behind a client that was not reading goes out as soon as the
+    // client reads again; reading below does not push tungstenite's buffer.
+    if tokio::time::timeout_at(deadline, ws.flush()).await.is_err() {
+        let _ = tokio::time::timeout(Duration::from_millis(100), ws.get_mut().shutdown()).await;
+        return CloseOutcome::TimedOut;
+    }
+    let outcome = loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) => break CloseOutcome::Acknowledged,
+            Ok(Some(Ok(_))) => {}
+            // After answering the peer's Close, tungstenite ends the stream.
+            Ok(None) => break CloseOutcome::Acknowledged,
+            Ok(Some(Err(_))) => break CloseOutcome::PeerGone,
+            Err(_) => break CloseOutcome::TimedOut,
         }
     };
-    let outcome = tokio::time::timeout(bound, handshake).await.unwrap_or(CloseOutcome::TimedOut);
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.get_mut().shutdown()).await;
+    let io = ws.get_mut();
+    let _ = tokio::time::timeout_at(deadline, io.shutdown()).await;
+    let mut discard = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, io.read(&mut discard)).await {
+        if n == 0 {
+            break;
+        }
+    }
     outcome
 }

@@ -100,7 +100,7 @@ async fn jwt_sessions_take_their_uid_from_sub_and_bad_tokens_get_401() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(uids.iter().any(|u| u == uid), "pusher saw uid {uid}: {uids:?}");
-        client.close().await;
+        client.close().await.expect("the closing handshake completes");
     }
 
     // Refusals: 401 before the upgrade, counted.
@@ -156,7 +156,7 @@ async fn capacity_and_per_user_limits_refuse_with_retry_after_and_ready_follows_
     assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
 
     // A slot frees up: ready again, admitted again.
-    open.pop().unwrap().close().await;
+    open.pop().unwrap().close().await.expect("the closing handshake completes");
     let mut ready = 0;
     for _ in 0..100 {
         ready = h.admin_get("/ready").await.0;

@@ -201,7 +201,7 @@ async fn keys_from_the_url_verify_tokens_and_a_rotation_is_picked_up_with_one_fe
             .await
     );
     assert!(pusher_saw_uid(&h, "alice").await, "pusher was dialed for the token's sub");
-    client.close().await;
+    client.close().await.expect("the closing handshake completes");
 
     // The provider rotates: 20 upgrades at once with the new kid cause one fetch,
     // and all of them are accepted (the first waits for it, the others join it).
@@ -213,7 +213,7 @@ async fn keys_from_the_url_verify_tokens_and_a_rotation_is_picked_up_with_one_fe
     assert!(statuses.iter().all(|s| *s == 101), "{statuses:?}");
     assert_eq!(idp.requests(), 2, "20 upgrades with a new kid: one fetch");
     for (_, client) in results {
-        client.unwrap().close().await;
+        client.unwrap().close().await.expect("the closing handshake completes");
     }
 
     // A second rotation within the minute: no fetch, 401 unknown_key; the
@@ -267,7 +267,7 @@ async fn max_age_is_honoured_and_cached_keys_stay_in_force_while_the_provider_is
         assert!(idp.requests() >= before + 2, "failed fetches are retried");
         let (status, client) = upgrade(&h, &token("rsa.key.pem", "rsa-a", "erin", 300)).await;
         assert_eq!(status, 101, "cached keys still used");
-        client.unwrap().close().await;
+        client.unwrap().close().await.expect("the closing handshake completes");
     }
     let errors = h.metric(r#"hark_jwks_fetches_total{result="error"}"#).await;
     assert!(errors >= 4.0, "failed fetches are counted: {errors}");

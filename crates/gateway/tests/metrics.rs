@@ -50,7 +50,7 @@ async fn metrics_follow_a_session_from_start_to_end() {
     assert_eq!(client.segments().len(), 2);
     assert!(metric_value(&during, "hark_runtime_lag_seconds_count") >= 1.0);
 
-    client.close().await;
+    client.close().await.expect("the closing handshake completes");
     let mut after = String::new();
     for _ in 0..100 {
         after = h.admin_get("/metrics").await.1;

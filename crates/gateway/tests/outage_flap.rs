@@ -11,7 +11,7 @@ use common::{pusher_timings, query, Harness};
 use futures::future::join_all;
 use hark_loadtest::client::{ListenClient, Received};
 use hark_loadtest::fake_pusher::PusherMode;
-use hark_proto::ServiceStatus;
+use hark_proto::ProcessingStatus;
 use hark_resilience::breaker::BreakerState;
 use tokio::time::Instant;
 
@@ -35,7 +35,7 @@ async fn accept_then_drop_opens_the_breaker_instead_of_a_dial_storm() {
             ListenClient::connect(addr, &query(&format!("flap-{i}"), 60), &[]).await.unwrap();
         assert!(
             c.wait_for(Duration::from_secs(30), |r| *r
-                == Received::Status(ServiceStatus::Degraded))
+                == Received::Processing(ProcessingStatus::Degraded))
                 .await
         );
         c

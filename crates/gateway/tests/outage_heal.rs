@@ -10,7 +10,7 @@ use common::{pusher_timings, query, Harness, FRAME_16K};
 use hark_loadtest::client::{ListenClient, Received};
 use hark_loadtest::fake_pusher::PusherMode;
 use hark_loadtest::fake_stt::{silence, synth, VOCAB};
-use hark_proto::{ServiceStatus, Via};
+use hark_proto::{ProcessingStatus, ServiceStatus, Via};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -24,7 +24,9 @@ async fn a_conversation_ended_during_the_outage_reaches_pusher_exactly_once_afte
     })
     .await;
     let mut client = ListenClient::connect(h.addr(), &query("erin", 1), &[]).await.unwrap();
-    assert!(client.wait_for(WAIT, |r| *r == Received::Status(ServiceStatus::Degraded)).await);
+    assert!(
+        client.wait_for(WAIT, |r| *r == Received::Processing(ProcessingStatus::Degraded)).await
+    );
 
     // A conversation during the outage: transcripts flow, then it is acknowledged
     // via the fallback path once it is on disk.
@@ -44,7 +46,7 @@ async fn a_conversation_ended_during_the_outage_reaches_pusher_exactly_once_afte
     // Heal: the session recovers, the outbox is replayed exactly once.
     h.pusher().set_mode(PusherMode::Up);
     assert!(
-        client.wait_for(WAIT, |r| *r == Received::Status(ServiceStatus::Recovered)).await,
+        client.wait_for(WAIT, |r| *r == Received::Processing(ProcessingStatus::Recovered)).await,
         "{:?}",
         client.received
     );
@@ -72,6 +74,13 @@ async fn a_conversation_ended_during_the_outage_reaches_pusher_exactly_once_afte
         .collect();
     assert_eq!(replayed.join(" "), format!("{} {}", VOCAB[11], VOCAB[12]));
     assert_eq!(h.gateway.shared().outbox.records(), 0, "delivered records are deleted");
-    assert_eq!(client.statuses().iter().filter(|s| **s == ServiceStatus::Degraded).count(), 1);
+    // The omi app shows "listening" only while the last service_status is `ready`:
+    // pusher's outage and recovery never touch it.
+    assert_eq!(
+        client.statuses(),
+        vec![ServiceStatus::Initiating, ServiceStatus::SttInitiating, ServiceStatus::Ready]
+    );
+    assert_eq!(client.processing(), vec![ProcessingStatus::Degraded, ProcessingStatus::Recovered]);
     assert!(!client.received.iter().any(|r| matches!(r, Received::Closed(..))));
+    client.close().await.expect("the closing handshake completes");
 }

@@ -11,7 +11,7 @@ use futures::future::join_all;
 use hark_loadtest::client::{ListenClient, Received};
 use hark_loadtest::fake_pusher::PusherMode;
 use hark_loadtest::fake_stt::{silence, synth, VOCAB};
-use hark_proto::ServiceStatus;
+use hark_proto::ProcessingStatus;
 use hark_resilience::breaker::BreakerState;
 use tokio::time::Instant;
 
@@ -35,7 +35,9 @@ async fn two_hundred_sessions_survive_a_refusing_pusher_and_the_breaker_bounds_d
             .await
             .expect("upgrade");
         let ok = c
-            .wait_for(Duration::from_secs(30), |r| *r == Received::Status(ServiceStatus::Degraded))
+            .wait_for(Duration::from_secs(30), |r| {
+                *r == Received::Processing(ProcessingStatus::Degraded)
+            })
             .await;
         assert!(ok, "session {i} never degraded: {:?}", c.received);
         c

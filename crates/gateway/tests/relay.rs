@@ -103,7 +103,7 @@ async fn audio_flows_to_client_and_pusher_and_the_conversation_is_created_via_pu
         assert!(q.contains(param), "STT query {q:?} lacks {param}");
     }
     assert_eq!(stt.last_authorization.as_deref(), Some("Token test-key"));
-    client.close().await;
+    client.close().await.expect("the closing handshake completes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +141,7 @@ async fn a_conversation_timeout_splits_into_two_conversations_each_with_103_and_
         .find(|s| s.text.to_lowercase().starts_with(VOCAB[4]))
         .unwrap();
     assert!(second.start < 2.0, "segment time {} is relative to its conversation", second.start);
-    client.close().await;
+    client.close().await.expect("the closing handshake completes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

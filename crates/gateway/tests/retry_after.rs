@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use common::{pusher_timings, query, Harness};
 use hark_loadtest::client::{ListenClient, Received};
 use hark_loadtest::fake_pusher::PusherMode;
-use hark_proto::ServiceStatus;
+use hark_proto::ProcessingStatus;
 use tokio::time::Instant;
 
 async fn quiet_period_after_429(retry_after: String, at_least: Duration) {
@@ -26,7 +26,8 @@ async fn quiet_period_after_429(retry_after: String, at_least: Duration) {
     let answered = Instant::now();
     assert!(
         client
-            .wait_for(Duration::from_secs(10), |r| *r == Received::Status(ServiceStatus::Degraded))
+            .wait_for(Duration::from_secs(10), |r| *r
+                == Received::Processing(ProcessingStatus::Degraded))
             .await
     );
 

@@ -14,7 +14,7 @@ use futures::{SinkExt, StreamExt};
 use hark_gateway::config::GatewayConfig;
 use hark_loadtest::client::{ListenClient, Received};
 use hark_loadtest::fake_stt::{silence, synth, VOCAB};
-use hark_proto::{Ack, PusherFrame, ServiceStatus};
+use hark_proto::{Ack, ProcessingStatus, PusherFrame, ServiceStatus};
 use hark_resilience::breaker::BreakerState;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -137,5 +137,5 @@ async fn a_1011_on_one_link_reconnects_that_session_only() {
     pcm.extend(silence(0.5, 16_000));
     c.send_audio(&pcm, FRAME_16K).await.unwrap();
     assert!(c.wait_for(Duration::from_secs(10), |r| matches!(r, Received::Segments(..))).await);
-    assert!(!c.statuses().contains(&ServiceStatus::Degraded));
+    assert!(!c.processing().contains(&ProcessingStatus::Degraded));
 }

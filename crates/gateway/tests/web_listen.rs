@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::independent::{observe, Seen};
 use common::{pusher_saw_uid, Harness, FRAME_16K};
 use futures::{SinkExt, StreamExt};
 use hark_gateway::auth::JwtConfig;
@@ -56,59 +56,20 @@ fn url(addr: SocketAddr, query: &str) -> String {
     format!("ws://{addr}/v4/web/listen?{query}")
 }
 
-/// What the independent client saw, in order.
-#[derive(Debug, PartialEq)]
-enum Seen {
-    Text(String),
-    Close(u16, String),
-    /// The stream ended after the close handshake: tungstenite's clean end.
-    Closed,
-    /// Anything else: a reset, an abnormal end (1006), a timeout.
-    Broken(String),
-}
-
-/// Connects with tungstenite's blocking client on its own thread, sends `first`
-/// (if any), and records everything until the connection ends; then checks that
-/// hark shut the TCP stream (EOF, not a reset).
+/// Connects with the independent client, sends `first` (if any), and records
+/// everything until the connection ends; also whether hark then shut TCP (EOF).
 async fn independent_client(
     addr: SocketAddr,
     query: &str,
     first: Option<Message>,
 ) -> (Vec<Seen>, bool) {
-    let url = url(addr, query);
-    let thread = std::thread::spawn(move || {
-        let tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let (mut ws, _) = tungstenite::client::client(url.as_str(), tcp).expect("upgrade");
+    let observed = observe(addr, url(addr, query), None, move |ws| {
         if let Some(first) = first {
             ws.send(first).unwrap();
         }
-        let mut seen = Vec::new();
-        loop {
-            match ws.read() {
-                Ok(Message::Text(t)) => seen.push(Seen::Text(t.to_string())),
-                Ok(Message::Close(Some(frame))) => {
-                    seen.push(Seen::Close(frame.code.into(), frame.reason.to_string()))
-                }
-                Ok(Message::Close(None)) => seen.push(Seen::Close(1005, String::new())),
-                Ok(_) => {}
-                Err(tungstenite::Error::ConnectionClosed) => {
-                    seen.push(Seen::Closed);
-                    break;
-                }
-                Err(other) => {
-                    seen.push(Seen::Broken(other.to_string()));
-                    break;
-                }
-            }
-        }
-        // After the closing handshake hark shuts its side: the socket reads EOF.
-        let mut tcp = ws.into_inner();
-        let mut byte = [0u8; 1];
-        let eof = matches!(tcp.read(&mut byte), Ok(0));
-        (seen, eof)
-    });
-    tokio::task::spawn_blocking(move || thread.join().unwrap()).await.unwrap()
+    })
+    .await;
+    (observed.seen, observed.ending.eof)
 }
 
 fn auth_response(success: bool) -> Seen {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use hark_gateway::auth::JwtConfig;
 use hark_gateway::config::{
-    AuthConfig, GatewayConfig, Limits, OutboxConfig, PusherConfig, SttConfig,
+    AuthConfig, GatewayConfig, Limits, OutboxConfig, PusherConfig, SttConfig, SttReconnect,
 };
 
 /// Hark: a real-time WebSocket transcription relay.
@@ -59,6 +59,19 @@ pub struct Cli {
     /// STT model name.
     #[arg(long, env = "HARK_STT_MODEL", default_value = "nova-3", help_heading = "Speech to text")]
     pub stt_model: String,
+
+    /// Failed STT connects in a row (or streams that died within 10 s) before the
+    /// session is closed with 1013.
+    #[arg(long, env = "HARK_STT_RECONNECT_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Speech to text")]
+    pub stt_reconnect_max_attempts: u32,
+
+    /// First STT reconnect backoff ceiling (full jitter below it).
+    #[arg(long, env = "HARK_STT_RECONNECT_BASE", default_value = "250ms", value_parser = duration, help_heading = "Speech to text")]
+    pub stt_reconnect_base: Duration,
+
+    /// Largest STT reconnect backoff ceiling.
+    #[arg(long, env = "HARK_STT_RECONNECT_MAX", default_value = "5s", value_parser = duration, help_heading = "Speech to text")]
+    pub stt_reconnect_max: Duration,
 
     /// Local engine: decoder threads, i.e. concurrent sessions it can transcribe.
     #[arg(long, env = "HARK_STT_DECODERS", default_value_t = NonZeroUsize::new(2).unwrap(), help_heading = "Speech to text")]
@@ -194,7 +207,7 @@ pub struct Cli {
     pub client_queue: NonZeroUsize,
 
     /// Largest client text frame; bigger closes the session with 1009.
-    #[arg(long, env = "HARK_MAX_TEXT_BYTES", default_value = "4KiB", value_parser = bytes, help_heading = "Limits")]
+    #[arg(long, env = "HARK_MAX_TEXT_BYTES", default_value = "64KiB", value_parser = bytes, help_heading = "Limits")]
     pub max_text_bytes: u64,
 
     /// Bound on reading the upgrade request and completing the WebSocket handshake
@@ -338,6 +351,10 @@ impl Cli {
     pub fn into_config(self) -> Result<GatewayConfig, Invalid> {
         let zero = Duration::ZERO;
         check(self.reconnect_base > zero, || "--reconnect-base must be above 0".into())?;
+        check(self.stt_reconnect_base > zero, || "--stt-reconnect-base must be above 0".into())?;
+        check(self.stt_reconnect_max >= self.stt_reconnect_base, || {
+            "--stt-reconnect-max must be at least --stt-reconnect-base".into()
+        })?;
         check(self.reconnect_max >= self.reconnect_base, || {
             format!(
                 "--reconnect-max ({:?}) must be at least --reconnect-base ({:?})",
@@ -425,9 +442,16 @@ impl Cli {
             SttKind::Local
         });
         let stt = match kind {
-            SttKind::Deepgram => {
-                SttConfig::Deepgram { url: self.stt_url, api_key, model: self.stt_model }
-            }
+            SttKind::Deepgram => SttConfig::Deepgram {
+                url: self.stt_url,
+                api_key,
+                model: self.stt_model,
+                reconnect: SttReconnect {
+                    max_attempts: self.stt_reconnect_max_attempts,
+                    base: self.stt_reconnect_base,
+                    max: self.stt_reconnect_max,
+                },
+            },
             SttKind::Local => {
                 SttConfig::Local { decoders: self.stt_decoders, model_dir: self.stt_model_dir }
             }

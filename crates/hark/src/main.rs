@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             decoders = decoders.get(),
             "speech to text: embedded local engine (PocketSphinx; pass --stt-url or an API key for Deepgram)"
         ),
-        SttConfig::Deepgram { url, model, api_key } => tracing::info!(
+        SttConfig::Deepgram { url, model, api_key, .. } => tracing::info!(
             %url, %model, key = api_key.is_some(), "speech to text: Deepgram-compatible provider"
         ),
     }

@@ -68,7 +68,7 @@ async fn rss_returns_after_5000_idle_connections_are_dropped() {
         warm.wait_for(Duration::from_secs(10), |r| *r == Received::Status(ServiceStatus::Ready))
             .await
     );
-    warm.close().await;
+    warm.close().await.expect("the closing handshake completes");
     let _ = http_get(hark.admin, "/metrics").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_before, fds_before) = (rss_kib(pid), open_fds(pid));

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use hark_proto::client::ServerMessage;
-use hark_proto::{ServerEvent, ServiceStatus};
+use hark_proto::{ProcessingStatus, ServerEvent, ServiceStatus};
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
@@ -127,8 +127,11 @@ struct Connection<'a> {
     blocks: BTreeSet<u64>,
     /// Conversations announced on this connection.
     created: u64,
-    /// Whether the latest status is `degraded`.
+    /// Whether the latest `processing_status` is `degraded`.
     degraded: bool,
+    /// The latest `service_status` (the omi app shows "listening" only while it
+    /// is `ready`).
+    service: Option<ServiceStatus>,
 }
 
 impl<'a> Connection<'a> {
@@ -139,6 +142,7 @@ impl<'a> Connection<'a> {
             blocks: BTreeSet::new(),
             created: 0,
             degraded: false,
+            service: None,
         }
     }
 
@@ -287,8 +291,12 @@ impl<'a> Connection<'a> {
                 }
             }
             Ok(ServerMessage::Event(ServerEvent::ServiceStatus { status, .. })) => {
-                *agg.statuses.entry(status_name(status)).or_default() += 1;
-                let degraded = status == ServiceStatus::Degraded;
+                *agg.statuses.entry(wire_name(status)).or_default() += 1;
+                self.service = Some(status);
+            }
+            Ok(ServerMessage::Event(ServerEvent::ProcessingStatus { status, .. })) => {
+                *agg.processing.entry(wire_name(status)).or_default() += 1;
+                let degraded = status == ProcessingStatus::Degraded;
                 if degraded != self.degraded {
                     if degraded {
                         agg.degraded_now += 1;
@@ -336,6 +344,9 @@ impl<'a> Connection<'a> {
                 agg.ended_degraded += 1;
             }
         }
+        if matches!(end, End::Finished) && self.service != Some(ServiceStatus::Ready) {
+            agg.ended_not_ready += 1;
+        }
     }
 }
 
@@ -349,7 +360,8 @@ async fn send(sink: &mut SplitSink<Ws, Message>, message: Message) -> Result<(),
 }
 
 /// The wire name of a status (`degraded`, `stt_initiating`, …).
-pub(super) fn status_name(status: ServiceStatus) -> String {
+pub(super) fn wire_name<S: serde::Serialize + std::fmt::Debug>(status: S) -> String {
+    let status = &status;
     serde_json::to_value(status)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

@@ -101,9 +101,14 @@ pub struct Aggregate {
     pub disconnects: BTreeMap<String, u64>,
     /// `(unix ms, code)` of every disconnect.
     pub disconnect_times: Vec<(u64, String)>,
-    /// Status events by status.
+    /// `service_status` events by status.
     pub statuses: BTreeMap<String, u64>,
-    /// Clients whose latest status is `degraded`.
+    /// `processing_status` events by status.
+    pub processing: BTreeMap<String, u64>,
+    /// Clients that ended with a last `service_status` other than `ready` (the omi
+    /// app would show "connecting" instead of "listening").
+    pub ended_not_ready: u64,
+    /// Clients whose latest processing status is `degraded`.
     pub degraded_now: u64,
     /// Conversations created, by `via`.
     pub created: BTreeMap<String, u64>,
@@ -223,8 +228,14 @@ pub struct SwarmResult {
     pub disconnects: BTreeMap<String, u64>,
     /// `(unix ms, code)` per disconnect.
     pub disconnect_times: Vec<(u64, String)>,
-    /// Status events by status.
+    /// `service_status` events by status.
     pub statuses: BTreeMap<String, u64>,
+    /// `processing_status` events by status.
+    #[serde(default)]
+    pub processing: BTreeMap<String, u64>,
+    /// Clients that ended with a last `service_status` other than `ready`.
+    #[serde(default)]
+    pub ended_not_ready: u64,
     /// Clients that ended degraded.
     pub ended_degraded: u64,
     /// Conversation accounting.
@@ -447,6 +458,8 @@ fn result(
         disconnects: agg.disconnects,
         disconnect_times: agg.disconnect_times,
         statuses: agg.statuses,
+        processing: agg.processing,
+        ended_not_ready: agg.ended_not_ready,
         ended_degraded: agg.ended_degraded,
         conversations: ConversationCounts {
             created: agg.created,

@@ -23,7 +23,9 @@ use bytes::Bytes;
 use futures::stream::SplitStream;
 use futures::StreamExt;
 use hark_proto::client::{segments_to_json, KEEPALIVE_MAX_BYTES};
-use hark_proto::{ConversationRecord, ListenParams, ServerEvent, ServiceStatus, Via};
+use hark_proto::{
+    ConversationRecord, ListenParams, ProcessingStatus, ServerEvent, ServiceStatus, Via,
+};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -36,7 +38,8 @@ use writer::{ClientTx, Outbound};
 
 use crate::admission::AdmissionGuard;
 use crate::metrics::{
-    CONVERSATIONS, PUSHER_DROPPED_BYTES, PUSHER_DROPPED_FRAMES, SESSIONS_TOTAL, STT_DROPPED_BYTES,
+    CLIENT_MESSAGES, CONVERSATIONS, PUSHER_DROPPED_BYTES, PUSHER_DROPPED_FRAMES, SESSIONS_TOTAL,
+    STT_DROPPED_BYTES,
 };
 use crate::pusher::link::{LinkCommand, LinkEvent, PusherLink};
 use crate::stt::{SttEvent, SttStartError};
@@ -50,12 +53,16 @@ const CLIENT_PING: Duration = Duration::from_secs(20);
 const STT_FLUSH: Duration = Duration::from_secs(7);
 /// At session end, how long to wait for the pusher link to hand everything off.
 const LINK_FLUSH: Duration = Duration::from_secs(15);
+/// Bound on the writer's last flush and Close frame (its own steps are bounded).
+const WRITER_END: Duration = Duration::from_secs(5);
 
 /// How a session ended (`hark_sessions_total{outcome}`), with the close it sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
-    /// The client closed.
+    /// The client closed with a Close frame (answered with its own code).
     ClientClosed,
+    /// The client's TCP stream ended without a Close frame.
+    ClientGone,
     /// No audio or keep-alive for `--inactivity-timeout` (1001).
     Inactive,
     /// A frame over `--max-frame-bytes` (1009).
@@ -83,6 +90,7 @@ impl Outcome {
     fn label(self) -> &'static str {
         match self {
             Outcome::ClientClosed => "client_closed",
+            Outcome::ClientGone => "client_gone",
             Outcome::Inactive => "inactivity",
             Outcome::FrameTooBig => "frame_too_big",
             Outcome::BadText => "bad_text",
@@ -99,7 +107,9 @@ impl Outcome {
     /// The close this session sends, if it is the one closing.
     fn close(self) -> Option<(u16, &'static str)> {
         match self {
-            Outcome::ClientClosed | Outcome::Error => Some((1000, "")),
+            // The reply to a client's Close echoes its code (tungstenite does that);
+            // a client gone without one may only have half-closed.
+            Outcome::ClientClosed | Outcome::ClientGone | Outcome::Error => Some((1000, "")),
             Outcome::Inactive => Some((1001, "inactivity timeout")),
             Outcome::FrameTooBig => Some((1009, "frame too big")),
             Outcome::BadText => Some((1007, "text frame is not valid UTF-8")),
@@ -136,18 +146,27 @@ pub async fn run(
 ) {
     let started = Instant::now();
     tracing::info!(session = %who.session_id, uid = %who.uid, sample_rate = params.sample_rate, "session started");
-    let (sink, stream) = ws.split();
+    let (sink, mut stream) = ws.split();
     let (client, writer) = writer::spawn(sink, shared.config.limits.client_queue.get());
     let mut session = Session::new(shared, params, who, client);
-    let outcome = session.run(stream).await;
+    let outcome = session.run(&mut stream).await;
     let who = session.who.clone();
     drop(session);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // The writer sent the Close (or the reply to the client's) and gives the write
+    // half back; the handshake completes on the reunited socket before TCP closes.
+    let sink = tokio::time::timeout(WRITER_END, writer).await.ok().and_then(Result::ok).flatten();
+    let closed = match sink.map(|sink| sink.reunite(stream)) {
+        Some(Ok(ws)) if outcome != Outcome::Error => {
+            Some(crate::ws::finish_close(ws, crate::ws::CLOSE_LINGER).await)
+        }
+        _ => None,
+    };
     metrics::counter!(SESSIONS_TOTAL, "outcome" => outcome.label()).increment(1);
     tracing::info!(
         session = %who.session_id, uid = %who.uid,
         duration_s = started.elapsed().as_secs_f64(),
         outcome = outcome.label(),
+        close = ?closed,
         "session ended"
     );
     drop(guard);
@@ -200,7 +219,7 @@ impl Session {
 
     async fn run(
         &mut self,
-        mut stream: SplitStream<WebSocketStream<crate::ws::ClientIo>>,
+        stream: &mut SplitStream<WebSocketStream<crate::ws::ClientIo>>,
     ) -> Outcome {
         self.status(ServiceStatus::Initiating, "session accepted");
         self.start_pusher_link();
@@ -253,12 +272,18 @@ impl Session {
                             break Outcome::TextTooBig;
                         }
                         inactivity = Instant::now() + limits.inactivity_timeout;
-                        match hark_proto::client::client_text_type(&text) {
-                            Some(kind) => tracing::debug!(session = %self.who.session_id, %kind, "client message ignored"),
-                            None => tracing::debug!(session = %self.who.session_id, "client text that is not a typed JSON object ignored"),
-                        }
+                        let kind = hark_proto::client::client_text_label(&text);
+                        metrics::counter!(CLIENT_MESSAGES, "type" => kind).increment(1);
+                        tracing::debug!(session = %self.who.session_id, kind, "client message ignored");
                     }
-                    Some(Ok(Message::Close(_))) | None => break Outcome::ClientClosed,
+                    Some(Ok(Message::Close(frame))) => {
+                        // Answer at once: the client is waiting for the reply, and
+                        // handing off the conversation can take seconds.
+                        let code = frame.map_or(1005, |f| u16::from(f.code));
+                        self.client.close(code, "");
+                        break Outcome::ClientClosed;
+                    }
+                    None => break Outcome::ClientGone,
                     Some(Ok(_)) => {}
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => break Outcome::FrameTooBig,
                     Some(Err(WsError::Utf8(_))) => break Outcome::BadText,
@@ -446,12 +471,12 @@ impl Session {
 
     fn on_link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Degraded => self.status(
-                ServiceStatus::Degraded,
+            LinkEvent::Degraded => self.processing(
+                ProcessingStatus::Degraded,
                 "transcription continues; conversation processing is delayed",
             ),
             LinkEvent::Recovered => {
-                self.status(ServiceStatus::Recovered, "conversation processing resumed")
+                self.processing(ProcessingStatus::Recovered, "conversation processing resumed")
             }
             LinkEvent::HandedOff { conversation_id, via } => {
                 let event = ServerEvent::ConversationCreated { conversation_id, via };
@@ -462,6 +487,11 @@ impl Session {
 
     fn status(&mut self, status: ServiceStatus, text: &str) {
         let event = ServerEvent::ServiceStatus { status, status_text: text.to_owned() };
+        let _ = self.client.text(event.to_json());
+    }
+
+    fn processing(&mut self, status: ProcessingStatus, text: &str) {
+        let event = ServerEvent::ProcessingStatus { status, status_text: text.to_owned() };
         let _ = self.client.text(event.to_json());
     }
 

@@ -3,7 +3,8 @@
 //! The session queues messages into a bounded channel; the writer feeds everything
 //! queued and flushes once. A client that does not read fills the queue and is
 //! closed with 1008 (the session sends the close out of band, because the queue is
-//! full); a write that blocks past its bound ends the writer.
+//! full); a write that blocks past its bound ends the writer. At the end the writer
+//! hands the write half back, so the session can finish the closing handshake.
 
 use std::time::Duration;
 
@@ -21,6 +22,10 @@ use crate::metrics::{CLIENT_CLOSES, TRANSCRIPT_LATENCY};
 
 /// Bound on one flush to a client.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At close, bound on sending what is still queued.
+const PENDING_FLUSH: Duration = Duration::from_secs(1);
+/// At close, bound on sending the Close frame itself.
+const CLOSE_SEND: Duration = Duration::from_secs(2);
 /// Messages fed before one flush.
 const BATCH: usize = 64;
 
@@ -81,16 +86,30 @@ impl ClientTx {
     /// if the queue is what failed). Idempotent.
     pub fn close(&mut self, code: u16, reason: &str) {
         if let Some(close) = self.close.take() {
-            metrics::counter!(CLIENT_CLOSES, "code" => code.to_string()).increment(1);
+            metrics::counter!(CLIENT_CLOSES, "code" => code_label(code)).increment(1);
             let _ = close.send((code, reason.to_owned()));
         }
     }
 }
 
-type Sink = SplitSink<WebSocketStream<crate::ws::ClientIo>, Message>;
+/// The `code` label of `hark_client_closes_total`: Hark's own codes as numbers; the
+/// codes a client may choose when Hark only echoes its Close are folded, so a client
+/// cannot mint label values.
+fn code_label(code: u16) -> std::borrow::Cow<'static, str> {
+    match code {
+        1000..=1015 => code.to_string().into(),
+        3000..=4999 => "application".into(),
+        _ => "other".into(),
+    }
+}
 
-/// Starts the writer task; returns the session's handle and the task.
-pub fn spawn(sink: Sink, capacity: usize) -> (ClientTx, tokio::task::JoinHandle<()>) {
+/// The client socket's write half.
+pub type Sink = SplitSink<WebSocketStream<crate::ws::ClientIo>, Message>;
+
+/// Starts the writer task; returns the session's handle and the task. The task
+/// gives the write half back when it ends, so the session can reunite the socket and
+/// complete the closing handshake; `None` when the socket failed.
+pub fn spawn(sink: Sink, capacity: usize) -> (ClientTx, tokio::task::JoinHandle<Option<Sink>>) {
     let (queue, rx) = mpsc::channel(capacity);
     let (close, close_rx) = oneshot::channel();
     let dead = CancellationToken::new();
@@ -103,47 +122,69 @@ async fn run(
     mut rx: mpsc::Receiver<Outbound>,
     mut close_rx: oneshot::Receiver<(u16, String)>,
     dead: CancellationToken,
-) {
+) -> Option<Sink> {
     let _dead = dead.drop_guard();
     loop {
-        tokio::select! {
+        let message = tokio::select! {
             biased;
-            close = &mut close_rx => {
-                // Flush what is already queued when it can go quickly, then close.
-                let mut pending = Vec::new();
-                while let Ok(message) = rx.try_recv() {
-                    pending.push(message);
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(2), write_batch(&mut sink, pending)).await;
-                if let Ok((code, reason)) = close {
-                    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
-                }
-                return;
+            close = &mut close_rx => return close_socket(sink, rx, close.ok()).await,
+            message = rx.recv() => message,
+        };
+        let Some(message) = message else { return Some(sink) };
+        let mut batch = vec![message];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
             }
-            message = rx.recv() => {
-                let Some(message) = message else { return };
-                let mut batch = vec![message];
-                while batch.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(message) => batch.push(message),
-                        Err(_) => break,
-                    }
-                }
-                match tokio::time::timeout(WRITE_TIMEOUT, write_batch(&mut sink, batch)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "client write failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!("client write blocked past {WRITE_TIMEOUT:?}");
-                        return;
-                    }
-                }
+        }
+        let written = {
+            let write = tokio::time::timeout(WRITE_TIMEOUT, write_batch(&mut sink, batch));
+            tokio::select! {
+                biased;
+                // A close preempts a write blocked on a client that does not read: the
+                // frames fed so far sit in tungstenite's buffer, ahead of the Close.
+                close = &mut close_rx => Err(close.ok()),
+                written = write => Ok(written),
+            }
+        };
+        match written {
+            Err(close) => return close_socket(sink, rx, close).await,
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::debug!(%error, "client write failed");
+                return None;
+            }
+            Ok(Err(_)) => {
+                tracing::info!("client write blocked past {WRITE_TIMEOUT:?}");
+                return None;
             }
         }
     }
+}
+
+/// Sends what is queued when it can go quickly, then the Close frame (or, when the
+/// client closed first, the reply tungstenite queued for it), each bounded.
+async fn close_socket(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Outbound>,
+    close: Option<(u16, String)>,
+) -> Option<Sink> {
+    let mut pending = Vec::new();
+    while let Ok(message) = rx.try_recv() {
+        pending.push(message);
+    }
+    let _ = tokio::time::timeout(PENDING_FLUSH, write_batch(&mut sink, pending)).await;
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        // After the client's own Close, tungstenite ignores this frame and flushes
+        // its echo of the client's instead (RFC 6455 §5.5.1).
+        let sent = tokio::time::timeout(CLOSE_SEND, sink.send(Message::Close(Some(frame)))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::debug!(code, "close frame not delivered to the client");
+        }
+    }
+    Some(sink)
 }
 
 async fn write_batch(

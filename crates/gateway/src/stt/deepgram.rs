@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::SttEvent;
+use crate::config::SttReconnect;
 use crate::metrics::{STT_DROPPED_BYTES, STT_RECONNECTS};
 
 /// Send `KeepAlive` after this long without audio.
@@ -31,8 +32,6 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const DEAD_AFTER: Duration = Duration::from_secs(15);
 /// After `CloseStream`, wait this long for the final results.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Consecutive failed connects before the link gives up.
-const MAX_ATTEMPTS: u32 = 8;
 /// A stream that dies younger than this counts as a failed connect, so a provider
 /// that accepts and drops at once is not redialed at full speed forever.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -54,6 +53,8 @@ pub struct DeepgramLink {
     url: String,
     /// API key for `Authorization: Token`.
     api_key: Option<String>,
+    /// Reconnect budget.
+    reconnect: SttReconnect,
     /// Bytes per second of the session's audio.
     bytes_per_second: f64,
     /// For logs.
@@ -71,6 +72,7 @@ impl DeepgramLink {
     pub fn new(
         url: String,
         api_key: Option<String>,
+        reconnect: SttReconnect,
         sample_rate: u32,
         session_id: Arc<str>,
         audio: mpsc::Receiver<Bytes>,
@@ -79,6 +81,7 @@ impl DeepgramLink {
         Self {
             url,
             api_key,
+            reconnect,
             bytes_per_second: f64::from(sample_rate) * 2.0,
             session_id,
             audio,
@@ -89,8 +92,14 @@ impl DeepgramLink {
 
     /// Runs until the session ends or the retry budget is spent.
     pub async fn run(mut self) {
-        let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5))
-            .expect("constant backoff parameters are valid");
+        let backoff = match Backoff::new(self.reconnect.base, self.reconnect.max) {
+            Ok(backoff) => backoff,
+            Err(error) => {
+                // Validated at start-up; a bad value here is a bug, not a client's fault.
+                self.emit(SttEvent::Failed(format!("invalid STT backoff: {error}"))).await;
+                return;
+            }
+        };
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         let mut failures = 0u32;
         let mut connected_before = false;
@@ -117,7 +126,7 @@ impl DeepgramLink {
                         End::Lost(reason) => {
                             tracing::info!(session = %self.session_id, %reason, "STT link lost; reconnecting");
                             self.emit(SttEvent::Lost(reason.clone())).await;
-                            if failures >= MAX_ATTEMPTS {
+                            if failures >= self.reconnect.max_attempts {
                                 self.emit(SttEvent::Failed(reason)).await;
                                 return;
                             }
@@ -127,7 +136,7 @@ impl DeepgramLink {
                 Err(reason) => {
                     failures += 1;
                     tracing::info!(session = %self.session_id, %reason, failures, "STT connect failed");
-                    if failures >= MAX_ATTEMPTS {
+                    if failures >= self.reconnect.max_attempts {
                         self.emit(SttEvent::Failed(reason)).await;
                         return;
                     }

@@ -71,6 +71,8 @@ pub enum SttBackend {
         api_key: Option<String>,
         /// Model.
         model: String,
+        /// Reconnect budget.
+        reconnect: crate::config::SttReconnect,
     },
     /// The embedded engine's decoder pool.
     Local(hark_stt_local::LocalEngine),
@@ -81,10 +83,11 @@ impl SttBackend {
     /// second each, so it runs on the blocking pool.
     pub async fn from_config(config: &SttConfig) -> Result<Self, SttStartError> {
         match config {
-            SttConfig::Deepgram { url, api_key, model } => Ok(SttBackend::Deepgram {
+            SttConfig::Deepgram { url, api_key, model, reconnect } => Ok(SttBackend::Deepgram {
                 url: url.clone(),
                 api_key: api_key.clone(),
                 model: model.clone(),
+                reconnect: *reconnect,
             }),
             SttConfig::Local { decoders, model_dir } => {
                 if !hark_stt_local::LocalEngine::compiled_in() {
@@ -120,11 +123,12 @@ impl SttBackend {
         let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(64);
         match self {
-            SttBackend::Deepgram { url, api_key, model } => {
+            SttBackend::Deepgram { url, api_key, model, reconnect } => {
                 let query = hark_proto::deepgram::listen_query(model, language, sample_rate);
                 let link = deepgram::DeepgramLink::new(
                     format!("{url}?{query}"),
                     api_key.clone(),
+                    *reconnect,
                     sample_rate,
                     session_id,
                     audio_rx,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod independent;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -29,12 +31,19 @@ impl Harness {
         pusher_mode: Option<PusherMode>,
         tweak: impl FnOnce(&mut GatewayConfig),
     ) -> Self {
-        let stt = FakeStt::start(FakeSttConfig {
-            api_key: Some("test-key".into()),
-            ..FakeSttConfig::default()
-        })
-        .await
-        .expect("fake stt starts");
+        Self::start_with_stt(FakeSttConfig::default(), pusher_mode, tweak).await
+    }
+
+    /// As [`Harness::start`], with the fake STT configured by `stt` (its API key is
+    /// always the one the gateway sends).
+    pub async fn start_with_stt(
+        stt: FakeSttConfig,
+        pusher_mode: Option<PusherMode>,
+        tweak: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
+        let stt = FakeStt::start(FakeSttConfig { api_key: Some("test-key".into()), ..stt })
+            .await
+            .expect("fake stt starts");
         let pusher = match pusher_mode {
             Some(mode) => Some(
                 FakePusher::start(FakePusherConfig {
