@@ -58,6 +58,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     })) => {
                         eprintln!("status: {status:?} ({status_text})");
                     }
+                    // Pusher health: transcription goes on either way.
+                    Ok(ServerMessage::Event(ServerEvent::ProcessingStatus {
+                        status,
+                        status_text,
+                    })) => {
+                        eprintln!("processing: {status:?} ({status_text})");
+                    }
                     Ok(ServerMessage::Event(event)) => eprintln!("{}", event.to_json()),
                     Err(_) => {}
                 },

@@ -255,6 +255,9 @@ async fn hostile_clients_get_named_outcomes_and_do_not_hurt_a_well_behaved_sessi
             "3s",
             "--max-frame-bytes",
             "64KiB",
+            // Below the frame limit, so the text limit is what a 10 KB text hits.
+            "--max-text-bytes",
+            "8KiB",
             "--upgrade-rate-per-ip",
             "0",
             "--max-sessions-per-user",

@@ -3,7 +3,7 @@
 //! Every function here is pure, so each target can be tested with hand-made
 //! evidence on both sides of its threshold.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -105,6 +105,12 @@ pub struct Evidence {
     pub cpu_s: Option<f64>,
     /// Seconds hark ran (for the CPU share).
     pub hark_seconds: f64,
+    /// `service_status` events the clients received, by status.
+    pub service_statuses: BTreeMap<String, u64>,
+    /// `processing_status` events the clients received, by status.
+    pub processing_statuses: BTreeMap<String, u64>,
+    /// Clients whose last `service_status` was not `ready` when they finished.
+    pub ended_not_ready: u64,
 }
 
 /// Headline figures for the report besides the verdicts.
@@ -161,6 +167,7 @@ pub fn judge(e: &Evidence) -> (Vec<Target>, Figures) {
         recovery_time(e, &mut f),
         recovery_rate(e, &mut f),
         runtime_lag(e, &mut f),
+        app_listening(e),
         resources(e),
     ];
     (targets, f)
@@ -526,6 +533,35 @@ fn runtime_lag(e: &Evidence, f: &mut Figures) -> Target {
     }
 }
 
+/// The omi app shows "listening" only while the last `service_status` is `ready`:
+/// pusher's health must go out as `processing_status`, never as a service status.
+fn app_listening(e: &Evidence) -> Target {
+    const KNOWN: [&str; 3] = ["initiating", "stt_initiating", "ready"];
+    let foreign: Vec<&str> =
+        e.service_statuses.keys().map(String::as_str).filter(|s| !KNOWN.contains(s)).collect();
+    let count = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+    let mut measured = format!(
+        "{} clients ended without ready; processing_status degraded {} / recovered {}",
+        e.ended_not_ready,
+        count(&e.processing_statuses, "degraded"),
+        count(&e.processing_statuses, "recovered"),
+    );
+    if !foreign.is_empty() {
+        measured
+            .push_str(&format!("; service_status values outside omi's: {}", foreign.join(", ")));
+    }
+    Target {
+        id: "app_listening",
+        name: "Apps keep showing \"listening\" (last service_status is ready)".into(),
+        threshold:
+            "0 clients end without ready; service_status only initiating/stt_initiating/ready"
+                .into(),
+        measured,
+        value: Some(e.ended_not_ready as f64),
+        verdict: verdict(e.ended_not_ready == 0 && foreign.is_empty()),
+    }
+}
+
 fn resources(e: &Evidence) -> Target {
     let rss = e.rss_peak_mib.map_or("?".into(), |m| format!("{m:.0} MiB"));
     let cpu = e.cpu_s.map_or("?".into(), |c| {
@@ -613,6 +649,15 @@ mod tests {
             rss_peak_mib: Some(50.0),
             cpu_s: Some(12.0),
             hark_seconds: 240.0,
+            service_statuses: [("initiating", 300), ("stt_initiating", 300), ("ready", 300)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            processing_statuses: [("degraded", 300), ("recovered", 300)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ended_not_ready: 0,
         }
     }
 
@@ -688,6 +733,14 @@ mod tests {
         e.rows[177].pusher_connected = Some(200.0);
         let (targets, _) = judge(&e);
         assert_eq!(find(&targets, "recovery_rate").verdict, Verdict::Fail);
+        // A client left without ready, or a pusher status sent as a service status,
+        // fails the app target.
+        let mut e = good();
+        e.ended_not_ready = 1;
+        assert_eq!(find(&judge(&e).0, "app_listening").verdict, Verdict::Fail);
+        let mut e = good();
+        e.service_statuses.insert("degraded".into(), 1);
+        assert_eq!(find(&judge(&e).0, "app_listening").verdict, Verdict::Fail);
         // Duplicates alone fail the conversation target.
         let mut e = good();
         e.duplicates = 1;

@@ -266,11 +266,14 @@ pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::R
         rss_peak_mib: rss_peak,
         cpu_s,
         hark_seconds,
+        service_statuses: swarm.as_ref().map(|s| s.statuses.clone()).unwrap_or_default(),
+        processing_statuses: swarm.as_ref().map(|s| s.processing.clone()).unwrap_or_default(),
+        ended_not_ready: swarm.as_ref().map_or(0, |s| s.ended_not_ready),
     };
     let (mut targets, figures) = judge::judge(&evidence);
     if swarm.is_none() {
-        for t in targets.iter_mut().filter(|t| t.id == "no_disconnects" || t.id == "conversations")
-        {
+        let needs_swarm = ["no_disconnects", "conversations", "app_listening"];
+        for t in targets.iter_mut().filter(|t| needs_swarm.contains(&t.id)) {
             t.verdict = Verdict::Fail;
             t.measured = format!("{} (no swarm result)", t.measured);
         }

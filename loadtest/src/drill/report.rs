@@ -153,14 +153,15 @@ impl Report {
         if let Some(s) = &self.swarm {
             let _ = writeln!(
                 md,
-                "| Swarm | {} sessions opened, {} reconnects, {} words sent / {} matched / {} lost / {} unmatched, statuses {:?} |",
+                "| Swarm | {} sessions opened, {} reconnects, {} words sent / {} matched / {} lost / {} unmatched, service_status {:?}, processing_status {:?} |",
                 s.sessions_opened,
                 s.reconnects,
                 s.words.sent,
                 s.words.matched,
                 s.words.lost,
                 s.words.unmatched,
-                s.statuses
+                s.statuses,
+                s.processing
             );
         }
         if !self.breaker.is_empty() {

@@ -67,8 +67,11 @@ pub struct RecordedFrame {
     pub code: u32,
     /// The conversation id of a 103 or 104.
     pub conversation: Option<String>,
-    /// The start time of a 101.
+    /// The start time of a 101 (Unix epoch seconds of its first sample).
     pub audio_start: Option<f64>,
+    /// Unix epoch seconds at which the fake received the frame.
+    #[serde(default)]
+    pub received_unix: f64,
     /// PCM bytes of a 101.
     pub audio_bytes: usize,
     /// Segments of a 102.
@@ -298,6 +301,9 @@ fn recorded(conn: u64, uid: &str, frame: &PusherFrame) -> RecordedFrame {
         code: frame.code(),
         conversation: None,
         audio_start: None,
+        received_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
         audio_bytes: 0,
         segments: Vec::new(),
         memory_id: None,

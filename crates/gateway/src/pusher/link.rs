@@ -61,9 +61,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// What the session asks of its link.
 #[derive(Debug)]
 pub enum LinkCommand {
-    /// PCM16 audio; `start` is seconds from the session's first sample.
+    /// PCM16 audio (101).
     Audio {
-        /// Start time of the buffer.
+        /// Unix epoch seconds of the buffer's first sample.
         start: f64,
         /// The audio.
         pcm: Bytes,

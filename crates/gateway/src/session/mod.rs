@@ -47,8 +47,10 @@ use crate::Shared;
 
 /// Commands queued to the pusher link before audio is dropped.
 const LINK_QUEUE: usize = 128;
-/// WebSocket ping period towards the client.
-const CLIENT_PING: Duration = Duration::from_secs(20);
+/// Keep-alive period towards the client: omi's text `"ping"` (which omi apps
+/// answer with a 2-byte keep-alive, so a muted app never hits the inactivity
+/// timeout) and a WebSocket ping for other clients, as omi's backend does every 10 s.
+const CLIENT_PING: Duration = Duration::from_secs(10);
 /// At session end, how long to wait for the STT provider's last results.
 const STT_FLUSH: Duration = Duration::from_secs(7);
 /// At session end, how long to wait for the pusher link to hand everything off.
@@ -249,7 +251,8 @@ impl Session {
 
         let limits = self.shared.config.limits.clone();
         let mut inactivity = Instant::now() + limits.inactivity_timeout;
-        let mut ping = tokio::time::interval(CLIENT_PING);
+        // A client that answers every ping never reaches the inactivity timeout.
+        let mut ping = tokio::time::interval(CLIENT_PING.min(limits.inactivity_timeout / 3));
         ping.reset();
         let drain = self.shared.drain.clone();
         let mut drain_at: Option<Instant> = None;
@@ -390,8 +393,12 @@ impl Session {
     }
 
     fn on_audio(&mut self, data: Bytes, stt: &mpsc::Sender<Bytes>) {
-        let start = self.audio_position;
-        self.audio_position += data.len() as f64 / self.bytes_per_second;
+        let duration = data.len() as f64 / self.bytes_per_second;
+        self.audio_position += duration;
+        // 101 carries the Unix time of the buffer's first sample: omi's pusher uses
+        // it as the chunk timestamp for cloud sync. The buffer has just arrived, so
+        // its first sample was captured `duration` ago (a vDSO clock read, no lock).
+        let start = unix_seconds() - duration;
         if stt.try_send(data.clone()).is_err() {
             metrics::counter!(STT_DROPPED_BYTES).increment(data.len() as u64);
         }
@@ -527,6 +534,13 @@ impl FrameBudget {
         self.tokens -= 1.0;
         true
     }
+}
+
+/// Wall-clock seconds since the Unix epoch.
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn far_future() -> Instant {

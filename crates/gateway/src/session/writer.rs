@@ -26,6 +26,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const PENDING_FLUSH: Duration = Duration::from_secs(1);
 /// At close, bound on sending the Close frame itself.
 const CLOSE_SEND: Duration = Duration::from_secs(2);
+/// omi's keep-alive text frame; omi apps answer it with a 2-byte binary frame.
+pub const TEXT_PING: &str = "ping";
 /// Messages fed before one flush.
 const BATCH: usize = 64;
 
@@ -39,7 +41,7 @@ pub enum Outbound {
         /// For transcript latency.
         received: Option<Instant>,
     },
-    /// A WebSocket ping.
+    /// Keep-alive: omi's text `"ping"` and a WebSocket ping.
     Ping,
 }
 
@@ -203,7 +205,10 @@ async fn write_batch(
                     latencies.push(received);
                 }
             }
-            Outbound::Ping => sink.feed(Message::Ping(bytes::Bytes::new())).await?,
+            Outbound::Ping => {
+                sink.feed(Message::text(TEXT_PING)).await?;
+                sink.feed(Message::Ping(bytes::Bytes::new())).await?;
+            }
         }
     }
     sink.flush().await?;
