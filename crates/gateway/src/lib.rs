@@ -9,6 +9,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod connect;
 pub mod listener;
 pub mod metrics;
 pub mod outbox;
@@ -25,12 +26,14 @@ use std::time::Duration;
 use hark_resilience::backoff::Backoff;
 use hark_resilience::breaker::{Breaker, BreakerConfig};
 use hark_resilience::ramp::RecoveryRamp;
+use hark_resilience::reconnect::ReconnectPolicy;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
 use crate::config::GatewayConfig;
+use crate::connect::{Connector, NetConnector};
 use crate::outbox::drainer::{Drainer, ReplaySink};
 use crate::outbox::Outbox;
 use crate::pusher::PusherShared;
@@ -54,6 +57,21 @@ pub struct Shared {
     pub auth: Option<auth::JwtAuth>,
     /// Per-client-IP upgrade rate limit.
     pub ip_limiter: Option<listener::IpLimiter>,
+    /// Every task a session starts (its writer, STT and pusher links), so shutdown
+    /// can wait for them.
+    pub tasks: TaskTracker,
+    /// When a drain must be over: set once, by [`Gateway::drain`], to the drain's
+    /// start plus `--drain-timeout`.
+    pub shutdown_deadline: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl Shared {
+    /// `limit` from now, or the shutdown deadline if that comes first: every wait
+    /// on a session's way out is bounded by both.
+    pub fn end_by(&self, limit: Duration) -> tokio::time::Instant {
+        let own = tokio::time::Instant::now() + limit;
+        self.shutdown_deadline.get().map_or(own, |deadline| own.min(*deadline))
+    }
 }
 
 /// Why the gateway could not start.
@@ -102,7 +120,8 @@ impl Gateway {
     pub async fn start(config: GatewayConfig) -> Result<Gateway, StartError> {
         let metrics_handle = metrics::install();
         ws::install_tls_provider();
-        let stt = SttBackend::from_config(&config.stt).await?;
+        let connector: Arc<dyn Connector> = Arc::new(NetConnector);
+        let stt = SttBackend::from_config(&config.stt, connector.clone()).await?;
         // Keys before sockets: a JWKS URL that cannot be fetched fails the start
         // before the client port is bound (nothing would be served meanwhile).
         let jwt = match &config.auth {
@@ -133,18 +152,22 @@ impl Gateway {
                     window: p.breaker_window,
                     cooldown: p.breaker_cooldown,
                     retry_after_max: p.retry_after_max,
-                    probe_timeout: p.connect_timeout + Duration::from_secs(2),
+                    probe_timeout: pusher::probe::max_duration(p),
                 });
-                let probe_config = p.clone();
+                let (probe_config, probe_connector) = (p.clone(), connector.clone());
                 background.spawn(breaker.spawn_prober(
-                    move || pusher::probe::probe(probe_config.clone()),
+                    move || pusher::probe::probe(probe_config.clone(), probe_connector.clone()),
                     stop.clone(),
                 ));
                 Some(Arc::new(PusherShared {
                     config: p.clone(),
+                    connector: connector.clone(),
                     breaker,
                     ramp: RecoveryRamp::new(p.recovery_rate, rand::random()),
-                    backoff: Backoff::new(p.reconnect_base, p.reconnect_max)?,
+                    policy: ReconnectPolicy::new(
+                        Some(p.reconnect_max_attempts),
+                        Backoff::new(p.reconnect_base, p.reconnect_max)?,
+                    ),
                     outbox: outbox.clone(),
                 }))
             }
@@ -152,20 +175,29 @@ impl Gateway {
         };
         let sink = match (&config.outbox.fallback_url, &config.pusher) {
             (Some(url), _) => ReplaySink::Http(url.clone()),
-            (None, Some(p)) => ReplaySink::Pusher(p.clone()),
+            (None, Some(p)) => ReplaySink::Pusher(p.clone(), connector.clone()),
             (None, None) => ReplaySink::None,
         };
         // The pusher breaker gates replays to pusher only; an HTTP sink has its own
         // backoff and must not wait for pusher.
         let replay_breaker = match &sink {
-            ReplaySink::Pusher(_) => pusher.as_ref().map(|p| p.breaker.clone()),
+            ReplaySink::Pusher(..) => pusher.as_ref().map(|p| p.breaker.clone()),
             _ => None,
+        };
+        // Replays back off like the pusher links (an HTTP sink alone: 1 s to 60 s).
+        let replay_policy = match &pusher {
+            Some(p) => p.policy.clone(),
+            None => ReconnectPolicy::new(
+                None,
+                Backoff::new(Duration::from_secs(1), Duration::from_secs(60))?,
+            ),
         };
         let drainer = Drainer::new(
             outbox.clone(),
             sink,
             replay_breaker,
             config.outbox.replay_rate,
+            replay_policy,
             stop.clone(),
         );
         background.spawn(drainer.run());
@@ -190,6 +222,8 @@ impl Gateway {
             drain: CancellationToken::new(),
             auth: jwt,
             ip_limiter,
+            tasks: TaskTracker::new(),
+            shutdown_deadline: std::sync::OnceLock::new(),
         });
         let sessions = TaskTracker::new();
         background.spawn(listener::serve(client, shared.clone(), sessions.clone(), stop.clone()));
@@ -224,30 +258,32 @@ impl Gateway {
                 "draining"
             );
         }
+        let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;
+        let _ = self.shared.shutdown_deadline.set(deadline);
         self.shared.admission.start_draining();
         self.shared.drain.cancel();
     }
 
-    /// Waits for sessions to end (bounded by the drain timeout), then stops the
-    /// listeners and background tasks. Returns the sessions still open at the
-    /// deadline.
+    /// Waits for sessions and their tasks to end, until the shutdown deadline (the
+    /// drain's start plus `--drain-timeout`; from now if [`Gateway::drain`] was not
+    /// called), then stops the listeners and background tasks. Returns the sessions
+    /// still open at the deadline.
     pub async fn wait(self) -> usize {
-        let deadline = self.shared.config.drain_timeout;
-        let open = if self.shared.admission.active() == 0 {
-            0
-        } else {
-            let ended = async {
-                while self.shared.admission.active() > 0 {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            };
-            match tokio::time::timeout(deadline, ended).await {
-                Ok(()) => 0,
-                Err(_) => self.shared.admission.active(),
-            }
+        let deadline = *self
+            .shared
+            .shutdown_deadline
+            .get_or_init(|| tokio::time::Instant::now() + self.shared.config.drain_timeout);
+        self.sessions.close();
+        self.shared.tasks.close();
+        let ended = async {
+            self.sessions.wait().await;
+            self.shared.tasks.wait().await;
+        };
+        let open = match tokio::time::timeout_at(deadline, ended).await {
+            Ok(()) => 0,
+            Err(_) => self.shared.admission.active(),
         };
         self.stop.cancel();
-        self.sessions.close();
         self.background.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.background.wait()).await;
         open

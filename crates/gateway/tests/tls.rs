@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use hark_gateway::pusher::dial::{dial, DialError};
+use hark_gateway::connect::{self, DialError, NetConnector};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn not_tls_server() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -30,18 +31,24 @@ fn is_tls_failure(message: &str) -> bool {
             || m.contains("record"))
 }
 
+/// Both links dial through the same connector; check each path's URL and config.
+async fn dial_failure(
+    url: &str,
+    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+) -> DialError {
+    let request = url.into_client_request().unwrap();
+    match connect::dial(&NetConnector, request, config, Duration::from_secs(3)).await {
+        Ok(_) => panic!("{url}: not a TLS server, yet the dial succeeded"),
+        Err(error) => error,
+    }
+}
+
 #[tokio::test]
 async fn pusher_dial_speaks_tls_for_wss() {
     hark_gateway::ws::install_tls_provider();
     let addr = not_tls_server().await;
-    let error = dial(
-        &format!("wss://localhost:{}/v1/trigger/listen?uid=u&sample_rate=16000", addr.port()),
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    )
-    .await
-    .expect_err("not a TLS server");
-    match error {
+    let url = format!("wss://localhost:{}/v1/trigger/listen?uid=u&sample_rate=16000", addr.port());
+    match dial_failure(&url, hark_gateway::ws::pusher_config()).await {
         DialError::Other(message) => {
             eprintln!("pusher: {message}");
             assert!(is_tls_failure(&message), "{message}")
@@ -55,13 +62,11 @@ async fn stt_connect_speaks_tls_for_wss() {
     hark_gateway::ws::install_tls_provider();
     let addr = not_tls_server().await;
     let url = format!("wss://localhost:{}/v1/listen", addr.port());
-    let error = tokio_tungstenite::connect_async_with_config(
-        url.as_str(),
-        Some(hark_gateway::ws::stt_config()),
-        true,
-    )
-    .await
-    .expect_err("not a TLS server");
-    eprintln!("stt: {error}");
-    assert!(is_tls_failure(&error.to_string()), "{error}");
+    match dial_failure(&url, hark_gateway::ws::stt_config()).await {
+        DialError::Other(message) => {
+            eprintln!("stt: {message}");
+            assert!(is_tls_failure(&message), "{message}")
+        }
+        other => panic!("expected a TLS failure, got {other:?}"),
+    }
 }

@@ -168,13 +168,6 @@ impl Breaker {
         Err(BreakerOpen)
     }
 
-    /// A session's dial succeeded. Design §6 counts failures in the window
-    /// regardless of successes between them: a pusher where half the dials fail is
-    /// an outage worth opening for, not a healthy one. A success never clears
-    /// `Open` or `HalfOpen` either (only the prober does that); it is recorded so
-    /// the call sites read symmetrically and a future policy has one place to go.
-    pub fn record_success(&self) {}
-
     /// A session's dial failed. Trips `Closed → Open` when at least
     /// `failure_threshold` failures fall within `window`. In `Open`/`HalfOpen` it
     /// is a stray result of a dial that began before the trip and changes nothing.

@@ -6,7 +6,7 @@
 //! random choice takes an injectable RNG or seed, so tests pause time, advance it,
 //! and get the same answer every run.
 //!
-//! The four pieces:
+//! The pieces:
 //!
 //! - [`backoff`] — *how long to wait* between a session's reconnect attempts:
 //!   [`Backoff`] is a validated value giving exponential ceilings
@@ -24,6 +24,10 @@
 //! - [`ramp`] — [`RecoveryRamp`], a pod-wide limiter that lets degraded sessions
 //!   reconnect at a bounded, jittered rate once the breaker closes, so recovery is
 //!   not a thundering herd.
+//! - [`reconnect`] — *whether* to retry: [`Attempts`] counts one link's
+//!   consecutive failures (failed dials and links that died young) under a
+//!   [`ReconnectPolicy`] and answers retry-after-this-delay or budget-spent; every
+//!   reconnect loop in Hark uses it.
 //!
 //! Metrics (`pusher_circuit_breaker_*`) are emitted through the `metrics` facade;
 //! installing an exporter is the binary's job.
@@ -31,9 +35,11 @@
 pub mod backoff;
 pub mod breaker;
 pub mod ramp;
+pub mod reconnect;
 pub mod retry_after;
 
 pub use backoff::{Backoff, BackoffError, Delays};
 pub use breaker::{Breaker, BreakerConfig, BreakerOpen, BreakerState, ProbeOutcome};
 pub use ramp::RecoveryRamp;
+pub use reconnect::{Attempts, Ended, Next, ReconnectPolicy, STABLE_AFTER};
 pub use retry_after::parse_retry_after;

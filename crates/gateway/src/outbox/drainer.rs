@@ -10,22 +10,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
-use hark_proto::{ConversationRecord, ProcessRequest, PusherFrame, SegmentsPayload};
-use hark_resilience::backoff::Backoff;
+use hark_proto::ConversationRecord;
 use hark_resilience::breaker::{Breaker, BreakerState};
+use hark_resilience::reconnect::{Attempts, Next, ReconnectPolicy};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::{Entry, Outbox, OutboxError};
 use crate::config::PusherConfig;
+use crate::connect::Connector;
 use crate::metrics::OUTBOX_REPLAYED;
-use crate::pusher::dial::{dial, listen_url};
+use crate::pusher::conn::PusherConn;
+use crate::pusher::dial::{dial, dial_reported, listen_url};
 
 /// How long a replay waits for its 201 or HTTP answer.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,10 +34,10 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 const RESCAN: Duration = Duration::from_secs(30);
 
 /// Where records are delivered.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum ReplaySink {
-    /// Replay to pusher over its WebSocket protocol.
-    Pusher(PusherConfig),
+    /// Replay to pusher over its WebSocket protocol, dialing through the connector.
+    Pusher(PusherConfig, Arc<dyn Connector>),
     /// POST the record as JSON with `Idempotency-Key: <conversation_id>`.
     Http(String),
     /// No destination configured: keep records on disk (an operator delivers them).
@@ -65,24 +65,26 @@ pub struct Drainer {
     breaker: Option<Breaker>,
     /// Records per second, at most.
     rate: NonZeroU32,
-    /// Waits after a failed delivery.
-    backoff: Backoff,
+    /// Waits after a failed delivery (never gives up: the breaker gates it).
+    policy: ReconnectPolicy,
     /// Process shutdown.
     shutdown: CancellationToken,
 }
 
 impl Drainer {
     /// Creates the drainer.
+    /// `policy` is the pusher links' own (`--reconnect-base`/`--reconnect-max`),
+    /// without their attempt budget.
     pub fn new(
         outbox: Arc<Outbox>,
         sink: ReplaySink,
         breaker: Option<Breaker>,
         rate: NonZeroU32,
+        policy: ReconnectPolicy,
         shutdown: CancellationToken,
     ) -> Self {
-        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
-            .expect("constant backoff parameters are valid");
-        Self { outbox, sink, breaker, rate, backoff, shutdown }
+        let policy = ReconnectPolicy { max_failures: None, ..policy };
+        Self { outbox, sink, breaker, rate, policy, shutdown }
     }
 
     /// Runs until shutdown.
@@ -92,7 +94,7 @@ impl Drainer {
             return;
         }
         let mut rng = SmallRng::from_rng(&mut rand::rng());
-        let mut failures: u32 = 0;
+        let mut attempts = Attempts::new(self.policy.clone());
         let pace = Duration::from_secs_f64(1.0 / f64::from(self.rate.get()));
         while !self.shutdown.is_cancelled() {
             if !self.wait_for_breaker().await {
@@ -120,8 +122,9 @@ impl Drainer {
                 match self.deliver_entry(&entry).await {
                     Some(Delivery::Failed(reason)) => {
                         metrics::counter!(OUTBOX_REPLAYED, "result" => "error").increment(1);
-                        let delay = self.backoff.delay(failures, &mut rng);
-                        failures = failures.saturating_add(1);
+                        let Next::Retry(delay) = attempts.dial_failed(&mut rng) else {
+                            unreachable!("the drainer's policy has no budget")
+                        };
                         tracing::info!(%reason, ?delay, "outbox replay failed; backing off");
                         tokio::select! {
                             () = self.shutdown.cancelled() => return,
@@ -129,7 +132,7 @@ impl Drainer {
                         }
                         break;
                     }
-                    Some(_) => failures = 0,
+                    Some(_) => attempts.reset(),
                     None => {}
                 }
                 tokio::time::sleep(pace).await;
@@ -148,7 +151,9 @@ impl Drainer {
             }
         };
         let delivery = match &self.sink {
-            ReplaySink::Pusher(config) => self.replay_to_pusher(config, &record).await,
+            ReplaySink::Pusher(config, connector) => {
+                self.replay_to_pusher(config, &**connector, &record).await
+            }
             ReplaySink::Http(url) => post(url, &record).await,
             ReplaySink::None => return None,
         };
@@ -187,71 +192,29 @@ impl Drainer {
     async fn replay_to_pusher(
         &self,
         config: &PusherConfig,
+        connector: &dyn Connector,
         record: &ConversationRecord,
     ) -> Delivery {
-        if let Some(breaker) = &self.breaker {
-            if breaker.allow().is_err() {
-                return Delivery::Failed("breaker open".into());
-            }
-        }
         let url = listen_url(&config.url, &record.uid, record.sample_rate);
-        let mut ws = match dial(&url, config.connect_timeout, config.retry_after_max).await {
-            Ok(ws) => {
-                if let Some(b) = &self.breaker {
-                    b.record_success();
+        let dialed = match &self.breaker {
+            Some(breaker) => {
+                if breaker.allow().is_err() {
+                    return Delivery::Failed("breaker open".into());
                 }
-                ws
+                dial_reported(connector, &url, config, breaker).await
             }
-            Err(error) => {
-                if let Some(b) = &self.breaker {
-                    match error.retry_after() {
-                        Some(delay) => b.record_retry_after(delay),
-                        None => b.record_failure(),
-                    }
-                }
-                return Delivery::Failed(error.to_string());
-            }
+            None => dial(connector, &url, config).await,
         };
-        let id = record.conversation_id.clone();
-        let mut frames = vec![PusherFrame::Conversation(id.clone()).encode()];
-        if !record.segments.is_empty() {
-            frames.push(
-                PusherFrame::Segments(SegmentsPayload {
-                    segments: record.segments.clone(),
-                    memory_id: id.clone(),
-                })
-                .encode(),
-            );
-        }
-        frames.push(
-            PusherFrame::Process(ProcessRequest {
-                conversation_id: id.clone(),
-                language: record.language.clone(),
-            })
-            .encode(),
-        );
-        let exchange = async {
-            for frame in frames {
-                ws.feed(Message::Binary(frame)).await.map_err(|e| e.to_string())?;
-            }
-            ws.flush().await.map_err(|e| e.to_string())?;
-            while let Some(message) = ws.next().await {
-                let Message::Binary(bytes) = message.map_err(|e| e.to_string())? else { continue };
-                if let Ok(PusherFrame::Ack(ack)) = PusherFrame::decode(bytes) {
-                    if ack.conversation_id == id {
-                        return Ok(ack);
-                    }
-                }
-            }
-            Err("pusher closed before acknowledging".to_owned())
+        let mut conn = match dialed {
+            Ok(conn) => PusherConn::new(conn),
+            Err(error) => return Delivery::Failed(error.to_string()),
         };
-        let outcome = match tokio::time::timeout(DELIVERY_TIMEOUT, exchange).await {
-            Ok(Ok(ack)) if ack.is_success() => Delivery::Accepted,
-            Ok(Ok(ack)) => Delivery::Rejected(ack.error.unwrap_or_else(|| "success=false".into())),
-            Ok(Err(reason)) => Delivery::Failed(reason),
-            Err(_) => Delivery::Failed(format!("no 201 within {DELIVERY_TIMEOUT:?}")),
+        let outcome = match conn.hand_over(record, DELIVERY_TIMEOUT).await {
+            Ok(ack) if ack.is_success() => Delivery::Accepted,
+            Ok(ack) => Delivery::Rejected(ack.error.unwrap_or_else(|| "success=false".into())),
+            Err(reason) => Delivery::Failed(reason),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        conn.close(Duration::from_secs(1)).await;
         outcome
     }
 }

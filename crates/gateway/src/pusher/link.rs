@@ -5,58 +5,53 @@
 //! this task owns the socket and every decision about it:
 //!
 //! ```text
-//!            first dial fails / breaker open
-//!   Dial ───────────────────────────────────────────────▶ Degraded ◀──┐
-//!    │ ok                                                   │ probe    │ probe
-//!    ▼          failure                   ≥ max attempts    ▼ interval │ fails /
-//!  Connected ───────────▶ Backoff ──────────────────────▶ Degraded    │ breaker
-//!    ▲                     │  ▲ dial fails                  │ or breaker│ open
-//!    │        dial ok      ▼  │                              ▼ closes   │
-//!    └──────────────────── Dial (attempt n)           Probe ────────────┘
-//!    └──────────────────────────────────────────────── (ok: Recovered)
+//!              ok                              dies (young: counts as a failure)
+//!   FirstDial ───▶ Connected ◀──────────┐ ──────────────────────────┐
+//!      │ fails /       ▲  ▲   ok        │                           ▼
+//!      │ breaker open  │  └────────── Dial ◀────── delay ──── Backoff ◀─┐
+//!      │               │ ok            │ fails                    │     │
+//!      ▼               │               └──────────────────────────┼─────┘
+//!   Degraded ◀─────────┼── budget spent (Attempts) ───────────────┘
+//!      │  ▲ fails /    │
+//!      │  │ breaker    │
+//!      ▼  │ open       │
+//!     Probe ───────────┘ (the client is told `recovered`)
+//!   (after --degraded-probe-interval, or the breaker closing, through the ramp)
 //! ```
 //!
 //! While not connected, audio (101) and live segments (102) are dropped and counted,
-//! and a conversation that ends goes to the durable outbox at once.
+//! and a conversation that ends goes to the durable outbox at once. Whether to
+//! redial and how long to wait is [`Attempts`]' decision, as for every link.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
-use hark_proto::{
-    pusher, Ack, ConversationRecord, ProcessRequest, PusherFrame, Segment, SegmentsPayload, Via,
-};
+use hark_proto::{pusher, Ack, ConversationRecord, PusherFrame, Segment, SegmentsPayload, Via};
 use hark_resilience::breaker::BreakerState;
+use hark_resilience::reconnect::{Attempts, Ended, Next};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 
-use super::dial::{dial, listen_url, PusherStream};
+use super::conn::{process_frame, segments_frame, Incoming, PusherConn};
+use super::dial::{dial_reported, listen_url};
 use super::PusherShared;
 use crate::metrics::{
     CONVERSATIONS, PUSHER_ACK_ERRORS, PUSHER_CONNECTED, PUSHER_DEGRADED, PUSHER_DROPPED_BYTES,
     PUSHER_DROPPED_FRAMES,
 };
-use crate::outbox::OutboxError;
 
 /// 104s awaiting their 201 on one session; older ones go to the outbox.
 const MAX_PENDING: usize = 16;
 /// Live segments are sent to pusher in batches at this period.
 const SEGMENT_BATCH_PERIOD: Duration = Duration::from_secs(1);
 /// At session end, how long a connected link waits for outstanding 201s before
-/// handing the rest to the outbox.
+/// handing the rest to the outbox (less when the session's deadline is nearer).
 const ACK_GRACE: Duration = Duration::from_secs(5);
 /// Commands fed to the socket before one flush.
 const WRITE_BATCH: usize = 32;
-/// A link that dies younger than this did not really recover: it counts as a dial
-/// failure and the backoff keeps growing. Without this, a pusher (or proxy) that
-/// accepts handshakes and drops them at once would be redialed every second by
-/// every session, forever, and never open the breaker.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// What the session asks of its link.
 #[derive(Debug)]
@@ -74,6 +69,12 @@ pub enum LinkCommand {
     ConversationStarted(String),
     /// A conversation ended: process it (104) or hand it to the fallback path.
     ConversationEnded(Box<ConversationRecord>),
+    /// The session is ending: everything must be handed off by `deadline`. The
+    /// session then closes the channel.
+    Finish {
+        /// When the session's hand-off must be done.
+        deadline: Instant,
+    },
 }
 
 /// What the link tells its session.
@@ -92,19 +93,35 @@ pub enum LinkEvent {
     },
 }
 
+/// What the link keeps of an outage while it lasts.
+#[derive(Debug, Default)]
+struct Outage {
+    /// The session was told `degraded`, so it is owed a `recovered`.
+    told: bool,
+}
+
 /// The link's states; each is one async method of [`PusherLink`].
 #[derive(Debug)]
 enum State {
-    /// One dial; `attempt` counts dials since the link was last connected.
-    Dial { attempt: u32, first: bool },
-    /// A live socket.
-    Connected(Box<PusherStream>),
-    /// Waiting a jittered delay before dial `attempt`.
-    Backoff { attempt: u32 },
+    /// The session's first dial. It drains no commands: the bounded command queue
+    /// holds the first seconds of audio, so pusher gets the stream from its first
+    /// sample. A failure starts the session degraded (design §6).
+    FirstDial,
+    /// One dial after a wait.
+    Dial(Outage),
+    /// A live link.
+    Connected(Box<PusherConn>),
+    /// Waiting before the next dial.
+    Backoff {
+        /// How long.
+        delay: Duration,
+        /// The outage it is part of.
+        outage: Outage,
+    },
     /// Dialing nothing; waiting for the probe interval or the breaker to close.
-    Degraded,
+    Degraded(Outage),
     /// One attempt out of degraded mode (HALF_OPEN_PROBE).
-    Probe,
+    Probe(Outage),
     /// The session ended.
     Done,
 }
@@ -125,9 +142,19 @@ enum Exit {
     Failed(String),
 }
 
+/// The conversation pusher should attribute frames to.
+#[derive(Debug)]
+struct Current {
+    /// Its id (re-sent as 103 on every connect).
+    id: String,
+    /// Pusher missed live segments of it during an outage: when it ends on a live
+    /// link, pusher gets all its segments in one 102 before the 104.
+    missed: bool,
+}
+
 /// One session's pusher link; run it with [`PusherLink::run`] on its own task.
 pub struct PusherLink {
-    /// Process-wide breaker, ramp, outbox and timings.
+    /// Process-wide breaker, ramp, outbox, connector and timings.
     shared: Arc<PusherShared>,
     /// `…/v1/trigger/listen?uid=…&sample_rate=…`.
     url: String,
@@ -135,23 +162,20 @@ pub struct PusherLink {
     commands: mpsc::Receiver<LinkCommand>,
     /// Events to the session.
     events: mpsc::Sender<LinkEvent>,
-    /// The conversation pusher should attribute frames to (re-sent as 103 on connect).
-    conversation: Option<String>,
+    /// The current conversation, once the session named one.
+    current: Option<Current>,
     /// Segments waiting for the next 102.
     batch: Vec<Segment>,
     /// 104s sent and not yet acknowledged, with the records to fall back to.
     pending: VecDeque<ConversationRecord>,
-    /// Whether the session was told `degraded` (so it gets `recovered` later).
-    told_degraded: bool,
-    /// A conversation whose live segments were (partly) dropped while the link was
-    /// down; when it ends on a live link, pusher gets all its segments before 104.
-    gap: Option<String>,
+    /// Consecutive failures, and what to do about the next one.
+    attempts: Attempts,
+    /// When the session's hand-off must be done (from [`LinkCommand::Finish`]).
+    deadline: Option<Instant>,
     /// The gauge this link currently counts in.
     gauge: Gauge,
     /// Jitter source for backoff.
     rng: SmallRng,
-    /// Consecutive links that died younger than `STABLE_AFTER`.
-    short_lived: u32,
     /// The session's id, for logs.
     session_id: Arc<str>,
 }
@@ -167,33 +191,34 @@ impl PusherLink {
         events: mpsc::Sender<LinkEvent>,
     ) -> Self {
         let url = listen_url(&shared.config.url, uid, sample_rate);
+        let attempts = Attempts::new(shared.policy.clone());
         Self {
             shared,
             url,
             commands,
             events,
-            conversation: None,
+            current: None,
             batch: Vec::new(),
             pending: VecDeque::new(),
-            told_degraded: false,
-            gap: None,
+            attempts,
+            deadline: None,
             gauge: Gauge::None,
             rng: SmallRng::from_rng(&mut rand::rng()),
-            short_lived: 0,
             session_id,
         }
     }
 
     /// Runs the state machine until the session closes the command channel.
     pub async fn run(mut self) {
-        let mut state = State::Dial { attempt: 0, first: true };
+        let mut state = State::FirstDial;
         loop {
             state = match state {
-                State::Dial { attempt, first } => self.dial(attempt, first).await,
-                State::Connected(ws) => self.connected(*ws).await,
-                State::Backoff { attempt } => self.backoff(attempt).await,
-                State::Degraded => self.degraded().await,
-                State::Probe => self.probe().await,
+                State::FirstDial => self.first_dial().await,
+                State::Dial(outage) => self.dial(outage).await,
+                State::Connected(conn) => self.connected(*conn).await,
+                State::Backoff { delay, outage } => self.backoff(delay, outage).await,
+                State::Degraded(outage) => self.degraded(outage).await,
+                State::Probe(outage) => self.probe(outage).await,
                 State::Done => break,
             };
         }
@@ -204,48 +229,49 @@ impl PusherLink {
         self.set_gauge(Gauge::None);
     }
 
-    /// Dial: one attempt, unless the breaker forbids it.
-    async fn dial(&mut self, attempt: u32, first: bool) -> State {
+    /// FirstDial: one attempt, unless the breaker forbids it.
+    async fn first_dial(&mut self) -> State {
         if self.shared.breaker.allow().is_err() {
             // A breaker rejection is not a session failure and dials nothing.
-            return State::Degraded;
+            return State::Degraded(Outage::default());
         }
-        if first {
-            // The session's first dial does not drain commands: the bounded command
-            // queue holds the first seconds of audio so pusher gets the stream from
-            // its first sample. The dial is bounded by the connect timeout.
-            return match self.dial_once().await {
-                Ok(ws) => State::Connected(Box::new(ws)),
-                // The first connect of a session failing starts it degraded (§6).
-                Err(()) => State::Degraded,
-            };
+        match self.dial_once().await {
+            Ok(conn) => self.online(conn, Outage::default()).await,
+            Err(()) => State::Degraded(Outage::default()),
+        }
+    }
+
+    /// Dial: one attempt; on failure the budget decides between Backoff and Degraded.
+    async fn dial(&mut self, outage: Outage) -> State {
+        if self.shared.breaker.allow().is_err() {
+            return State::Degraded(outage);
         }
         match self.offline_until(self.dial_once()).await {
             None => State::Done,
-            Some(Ok(ws)) => State::Connected(Box::new(ws)),
-            Some(Err(())) => State::Backoff { attempt: attempt + 1 },
+            Some(Ok(conn)) => self.online(conn, outage).await,
+            Some(Err(())) => {
+                let next = self.attempts.dial_failed(&mut self.rng);
+                after(next, outage)
+            }
         }
     }
 
-    /// Backoff: a full-jitter delay, then the next dial; degraded after the budget.
-    async fn backoff(&mut self, attempt: u32) -> State {
-        if attempt > self.shared.config.reconnect_max_attempts {
-            return State::Degraded;
-        }
-        let delay = self.shared.backoff.delay(attempt.saturating_sub(1), &mut self.rng);
+    /// Backoff: a jittered delay, then the next dial.
+    async fn backoff(&mut self, delay: Duration, outage: Outage) -> State {
         match self.offline_until(sleep_until(Instant::now() + delay)).await {
             None => State::Done,
-            Some(()) => State::Dial { attempt, first: false },
+            Some(()) => State::Dial(outage),
         }
     }
 
-    /// Degraded: wait for the probe interval or for the breaker to close.
-    async fn degraded(&mut self) -> State {
+    /// Degraded: tell the session once, then wait for the probe interval or for the
+    /// breaker to close.
+    async fn degraded(&mut self, mut outage: Outage) -> State {
         self.set_gauge(Gauge::Degraded);
         self.move_pending_to_fallback().await;
-        if !self.told_degraded {
+        if !outage.told {
             tracing::info!(session = %self.session_id, "pusher unavailable: session degraded, transcripts continue");
-            self.told_degraded = true;
+            outage.told = true;
             self.emit(LinkEvent::Degraded).await;
         }
         let deadline = Instant::now() + self.shared.config.degraded_probe_interval;
@@ -279,108 +305,95 @@ impl PusherLink {
         let ramp = self.shared.ramp.clone();
         match self.offline_until(async move { ramp.acquire().await }).await {
             None => State::Done,
-            Some(()) => State::Probe,
+            Some(()) => State::Probe(outage),
         }
     }
 
     /// Probe: one attempt out of degraded mode.
-    async fn probe(&mut self) -> State {
+    async fn probe(&mut self, outage: Outage) -> State {
         if self.shared.breaker.allow().is_err() {
-            return State::Degraded;
+            return State::Degraded(outage);
         }
         match self.offline_until(self.dial_once()).await {
             None => State::Done,
-            Some(Ok(ws)) => State::Connected(Box::new(ws)),
-            Some(Err(())) => State::Degraded,
+            Some(Ok(conn)) => {
+                self.attempts.reset();
+                self.online(conn, outage).await
+            }
+            Some(Err(())) => State::Degraded(outage),
         }
+    }
+
+    /// A dial succeeded: the session hears `recovered` if it was told `degraded`.
+    async fn online(&mut self, conn: PusherConn, outage: Outage) -> State {
+        if outage.told {
+            tracing::info!(session = %self.session_id, "pusher link recovered");
+            self.emit(LinkEvent::Recovered).await;
+        }
+        State::Connected(Box::new(conn))
     }
 
     /// One real dial, reported to the breaker. Borrows nothing from `self` so it can
     /// run while commands are handled.
-    fn dial_once(&self) -> impl std::future::Future<Output = Result<PusherStream, ()>> + 'static {
+    fn dial_once(&self) -> impl std::future::Future<Output = Result<PusherConn, ()>> + 'static {
         let shared = self.shared.clone();
         let url = self.url.clone();
         let session = self.session_id.clone();
         async move {
-            let config = &shared.config;
-            match dial(&url, config.connect_timeout, config.retry_after_max).await {
-                Ok(ws) => {
-                    shared.breaker.record_success();
-                    Ok(ws)
-                }
-                Err(error) => {
-                    tracing::debug!(session = %session, %error, "pusher dial failed");
-                    match error.retry_after() {
-                        Some(delay) => shared.breaker.record_retry_after(delay),
-                        None => shared.breaker.record_failure(),
-                    }
-                    Err(())
-                }
-            }
+            let dialed =
+                dial_reported(&*shared.connector, &url, &shared.config, &shared.breaker).await;
+            dialed.map(PusherConn::new).map_err(|error| {
+                tracing::debug!(session = %session, %error, "pusher dial failed");
+            })
         }
     }
 
     /// Connected: stream frames until the socket fails or the session ends.
-    async fn connected(&mut self, ws: PusherStream) -> State {
+    async fn connected(&mut self, mut conn: PusherConn) -> State {
         self.set_gauge(Gauge::Connected);
-        if std::mem::take(&mut self.told_degraded) {
-            tracing::info!(session = %self.session_id, "pusher link recovered");
-            self.emit(LinkEvent::Recovered).await;
-        }
         let since = Instant::now();
-        let (mut sink, mut stream) = ws.split();
-        let exit = self.stream_frames(&mut sink, &mut stream).await;
-        if matches!(exit, Exit::Failed(_)) {
-            if let Ok(ws) = sink.reunite(stream) {
-                abort(ws);
-            }
-            return self.after_failure(exit, since.elapsed());
-        }
-        match exit {
+        match self.stream_frames(&mut conn).await {
             Exit::Shutdown => {
-                self.await_acks(&mut sink, &mut stream).await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+                self.await_acks(&mut conn).await;
+                conn.close(Duration::from_secs(1)).await;
                 State::Done
             }
-            Exit::Failed(_) => unreachable!("handled above"),
+            Exit::Failed(reason) => {
+                conn.abort();
+                let lived = since.elapsed();
+                tracing::info!(session = %self.session_id, %reason, ?lived, "pusher link lost; reconnecting");
+                self.set_gauge(Gauge::None);
+                match self.attempts.link_ended(lived, &mut self.rng) {
+                    Ended::AfterStable(next) => after(next, Outage::default()),
+                    Ended::Young(next) => {
+                        // Accepted then dropped: as bad as a failed dial, for the
+                        // breaker too.
+                        self.shared.breaker.record_failure();
+                        after(next, Outage::default())
+                    }
+                }
+            }
         }
     }
 
-    fn after_failure(&mut self, exit: Exit, lived: Duration) -> State {
-        if let Exit::Failed(reason) = exit {
-            tracing::info!(session = %self.session_id, %reason, ?lived, "pusher link lost; reconnecting");
-        }
-        self.set_gauge(Gauge::None);
-        if lived >= STABLE_AFTER {
-            self.short_lived = 0;
-            return State::Backoff { attempt: 1 };
-        }
-        // Accepted then dropped: as bad as a failed dial, for the breaker and for
-        // this session's backoff.
-        self.shared.breaker.record_failure();
-        self.short_lived += 1;
-        State::Backoff { attempt: self.short_lived + 1 }
-    }
-
-    async fn stream_frames(
-        &mut self,
-        sink: &mut SplitSink<PusherStream, Message>,
-        stream: &mut SplitStream<PusherStream>,
-    ) -> Exit {
+    async fn stream_frames(&mut self, conn: &mut PusherConn) -> Exit {
         let config = self.shared.config.clone();
         // On (re)connect: tell pusher the current conversation, resend pending 104s.
         let mut opening = Vec::new();
-        if let Some(id) = &self.conversation {
-            opening.push(PusherFrame::Conversation(id.clone()).encode());
+        if let Some(current) = &self.current {
+            opening.push(PusherFrame::Conversation(current.id.clone()).encode());
         }
-        for record in &self.pending {
-            opening.push(process_frame(record));
-        }
-        if let Err(reason) = write(sink, opening, config.ping_timeout).await {
+        opening.extend(self.pending.iter().map(process_frame));
+        if let Err(reason) = conn.send(opening, config.ping_timeout).await {
             return Exit::Failed(reason);
         }
 
         let mut last_seen = Instant::now();
+        // Liveness: one pinned timer, moved to the real deadline only when it fires
+        // (frames arrive far more often than the timeout; none of them touches the
+        // timer wheel).
+        let liveness = tokio::time::sleep(config.ping_timeout);
+        tokio::pin!(liveness);
         let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
         let mut ping = tokio::time::interval(config.ping_interval);
         let mut batch_tick = tokio::time::interval(SEGMENT_BATCH_PERIOD);
@@ -392,7 +405,7 @@ impl PusherLink {
             let mut out = Vec::new();
             tokio::select! {
                 command = self.commands.recv() => {
-                    let Some(command) = command else { return self.flush_on_exit(sink).await };
+                    let Some(command) = command else { return self.flush_on_exit(conn).await };
                     self.encode_command(command, &mut out);
                     // Batch whatever else is already queued into the same flush.
                     while out.len() < WRITE_BATCH {
@@ -402,31 +415,30 @@ impl PusherLink {
                         }
                     }
                 }
-                message = stream.next() => {
+                incoming = conn.recv() => {
                     last_seen = Instant::now();
-                    match message {
-                        Some(Ok(Message::Binary(bytes))) => self.on_frame(bytes).await,
-                        Some(Ok(Message::Close(frame))) => {
-                            return Exit::Failed(format!("pusher closed the link: {frame:?}"));
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(error)) => return Exit::Failed(error.to_string()),
-                        None => return Exit::Failed("pusher ended the stream".into()),
+                    match incoming {
+                        Incoming::Ack(ack) => self.on_ack(ack).await,
+                        Incoming::Other => {}
+                        Incoming::Closed(reason) => return Exit::Failed(reason),
                     }
                 }
                 _ = heartbeat.tick() => out.push(PusherFrame::Heartbeat.encode()),
                 _ = batch_tick.tick() => self.take_batch(&mut out),
                 _ = ping.tick() => {
-                    if let Err(reason) = write_ping(sink, config.ping_timeout).await {
+                    if let Err(reason) = conn.ping(config.ping_timeout).await {
                         return Exit::Failed(reason);
                     }
                 }
-                // Liveness: nothing (pong, ack, anything) for the ping timeout.
-                () = sleep_until(last_seen + config.ping_timeout) => {
-                    return Exit::Failed(format!("no pong or frame for {:?}", config.ping_timeout));
+                () = &mut liveness => {
+                    let due = last_seen + config.ping_timeout;
+                    if due <= Instant::now() {
+                        return Exit::Failed(format!("no pong or frame for {:?}", config.ping_timeout));
+                    }
+                    liveness.as_mut().reset(due);
                 }
             }
-            if let Err(reason) = write(sink, out, config.ping_timeout).await {
+            if let Err(reason) = conn.send(out, config.ping_timeout).await {
                 return Exit::Failed(reason);
             }
             // Bounded: a pusher that never acks pushes its oldest 104s to the outbox.
@@ -446,26 +458,25 @@ impl PusherLink {
             LinkCommand::ConversationStarted(id) => {
                 self.take_batch(out);
                 out.push(PusherFrame::Conversation(id.clone()).encode());
-                self.conversation = Some(id);
+                self.current = Some(Current { id, missed: false });
             }
             LinkCommand::ConversationEnded(record) => {
                 self.take_batch(out);
-                if self.gap.as_deref() == Some(record.conversation_id.as_str()) {
+                if self.current_missed(&record.conversation_id) {
                     // Pusher missed live segments of this conversation during an
                     // outage: send them all (ids are stable, so repeats are harmless).
-                    self.gap = None;
-                    out.push(
-                        PusherFrame::Segments(SegmentsPayload {
-                            segments: record.segments.clone(),
-                            memory_id: record.conversation_id.clone(),
-                        })
-                        .encode(),
-                    );
+                    out.push(segments_frame(&record));
                 }
                 out.push(process_frame(&record));
                 self.pending.push_back(*record);
             }
+            LinkCommand::Finish { deadline } => self.deadline = Some(deadline),
         }
+    }
+
+    /// Whether `id` is the current conversation and pusher missed some of it.
+    fn current_missed(&self, id: &str) -> bool {
+        self.current.as_ref().is_some_and(|c| c.id == id && c.missed)
     }
 
     /// Moves the segment batch into a 102 frame.
@@ -473,48 +484,42 @@ impl PusherLink {
         if self.batch.is_empty() {
             return;
         }
-        let Some(memory_id) = self.conversation.clone() else {
+        let Some(current) = &self.current else {
             self.batch.clear();
             return;
         };
         let segments = std::mem::take(&mut self.batch);
+        let memory_id = current.id.clone();
         out.push(PusherFrame::Segments(SegmentsPayload { segments, memory_id }).encode());
     }
 
     /// Session ended while connected: send the last batch.
-    async fn flush_on_exit(&mut self, sink: &mut SplitSink<PusherStream, Message>) -> Exit {
+    async fn flush_on_exit(&mut self, conn: &mut PusherConn) -> Exit {
         let mut out = Vec::new();
         self.take_batch(&mut out);
-        let _ = write(sink, out, self.shared.config.ping_timeout).await;
+        let _ = conn.send(out, self.grace(self.shared.config.ping_timeout)).await;
         Exit::Shutdown
     }
 
-    /// Waits (bounded) for the 201s of pending conversations after the session ended.
-    async fn await_acks(
-        &mut self,
-        _sink: &mut SplitSink<PusherStream, Message>,
-        stream: &mut SplitStream<PusherStream>,
-    ) {
-        let deadline = Instant::now() + ACK_GRACE;
-        while !self.pending.is_empty() {
-            tokio::select! {
-                () = sleep_until(deadline) => return,
-                message = stream.next() => match message {
-                    Some(Ok(Message::Binary(bytes))) => self.on_frame(bytes).await,
-                    Some(Ok(_)) => {}
-                    _ => return,
-                }
-            }
+    /// `limit`, or less if the session's hand-off deadline is nearer.
+    fn grace(&self, limit: Duration) -> Duration {
+        match self.deadline {
+            Some(deadline) => limit.min(deadline.saturating_duration_since(Instant::now())),
+            None => limit,
         }
     }
 
-    /// Handles a frame from pusher (201s; anything else is logged).
-    async fn on_frame(&mut self, bytes: Bytes) {
-        match PusherFrame::decode(bytes) {
-            Ok(PusherFrame::Ack(ack)) => self.on_ack(ack).await,
-            Ok(other) => tracing::debug!(code = other.code(), "unexpected frame from pusher"),
-            Err(error) => {
-                tracing::warn!(session = %self.session_id, %error, "undecodable frame from pusher")
+    /// Waits (bounded) for the 201s of pending conversations after the session ended.
+    async fn await_acks(&mut self, conn: &mut PusherConn) {
+        let deadline = Instant::now() + self.grace(ACK_GRACE);
+        while !self.pending.is_empty() {
+            tokio::select! {
+                () = sleep_until(deadline) => return,
+                incoming = conn.recv() => match incoming {
+                    Incoming::Ack(ack) => self.on_ack(ack).await,
+                    Incoming::Other => {}
+                    Incoming::Closed(_) => return,
+                }
             }
         }
     }
@@ -572,13 +577,16 @@ impl PusherLink {
                 // The session keeps the segments for the fallback record.
                 let bytes: usize = segments.iter().map(|s| s.text.len() + 128).sum();
                 count_drop("102", bytes);
-                self.gap.clone_from(&self.conversation);
+                if let Some(current) = &mut self.current {
+                    current.missed = true;
+                }
             }
             LinkCommand::ConversationStarted(id) => {
                 self.batch.clear();
-                self.conversation = Some(id);
+                self.current = Some(Current { id, missed: false });
             }
             LinkCommand::ConversationEnded(record) => self.fallback(*record).await,
+            LinkCommand::Finish { deadline } => self.deadline = Some(deadline),
         }
     }
 
@@ -591,15 +599,11 @@ impl PusherLink {
     /// Hands a record to the durable outbox; the session is told once it is on disk.
     async fn fallback(&mut self, record: ConversationRecord) {
         let conversation_id = record.conversation_id.clone();
-        match self.shared.outbox.write(&record).await {
-            Ok(()) => {
-                metrics::counter!(CONVERSATIONS, "via" => "fallback").increment(1);
-                self.emit(LinkEvent::HandedOff { conversation_id, via: Via::Fallback }).await;
-            }
-            Err(OutboxError::Full { .. }) | Err(_) => {
-                // The outbox logged the full record and counted the refusal; the
-                // client is not told it was created, because it was not.
-            }
+        // The outbox logs the full record and counts a refusal (full, I/O error);
+        // the client is not told it was created, because it was not.
+        if self.shared.outbox.write(&record).await.is_ok() {
+            metrics::counter!(CONVERSATIONS, "via" => "fallback").increment(1);
+            self.emit(LinkEvent::HandedOff { conversation_id, via: Via::Fallback }).await;
         }
     }
 
@@ -627,27 +631,12 @@ impl PusherLink {
     }
 }
 
-/// Drops a dead link with a TCP reset (SO_LINGER 0) instead of a graceful FIN, so
-/// a stalled pusher that wakes up later finds the connection reset and does not
-/// process frames (a 104, say) that hark has already handed to the fallback path.
-fn abort(ws: PusherStream) {
-    let tcp = match ws.get_ref() {
-        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
-        tokio_tungstenite::MaybeTlsStream::Rustls(tls) => tls.get_ref().0,
-        _ => return,
-    };
-    if let Err(error) = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO)) {
-        tracing::debug!(%error, "SO_LINGER not set on a dead pusher link");
+/// The state after a failure: wait and redial, or degrade once the budget is spent.
+fn after(next: Next, outage: Outage) -> State {
+    match next {
+        Next::Retry(delay) => State::Backoff { delay, outage },
+        Next::Exhausted => State::Degraded(outage),
     }
-    drop(ws);
-}
-
-fn process_frame(record: &ConversationRecord) -> Bytes {
-    PusherFrame::Process(ProcessRequest {
-        conversation_id: record.conversation_id.clone(),
-        language: record.language.clone(),
-    })
-    .encode()
 }
 
 fn count_drop(frame: &'static str, bytes: usize) {
@@ -655,35 +644,5 @@ fn count_drop(frame: &'static str, bytes: usize) {
     metrics::counter!(PUSHER_DROPPED_FRAMES, "frame" => frame).increment(1);
 }
 
-/// Writes frames with `feed` and one `flush`, bounded by `limit`.
-async fn write(
-    sink: &mut SplitSink<PusherStream, Message>,
-    frames: Vec<Bytes>,
-    limit: Duration,
-) -> Result<(), String> {
-    if frames.is_empty() {
-        return Ok(());
-    }
-    let work = async {
-        for frame in frames {
-            sink.feed(Message::Binary(frame)).await?;
-        }
-        sink.flush().await
-    };
-    match tokio::time::timeout(limit, work).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("write blocked for {limit:?}")),
-    }
-}
-
-async fn write_ping(
-    sink: &mut SplitSink<PusherStream, Message>,
-    limit: Duration,
-) -> Result<(), String> {
-    match tokio::time::timeout(limit, sink.send(Message::Ping(Bytes::new()))).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("ping blocked for {limit:?}")),
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -2,6 +2,7 @@
 //! answered ping,
 //! made by the breaker's own prober task (never borrowed from a session).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -11,14 +12,25 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::dial::{dial, listen_url};
 use crate::config::PusherConfig;
+use crate::connect::Connector;
 
 /// The uid the prober connects as, so pusher can tell probes from users.
 pub const PROBE_UID: &str = "hark-breaker-probe";
 
+/// How long one probe can take at most: the dial, the heartbeat-and-pong exchange
+/// (each bounded by the connect timeout) and the close (1 s). The breaker's
+/// `probe_timeout` is set from it, so it never cuts a probe that is still in time.
+pub fn max_duration(config: &PusherConfig) -> Duration {
+    config.connect_timeout * 2 + PROBE_CLOSE + Duration::from_millis(500)
+}
+
+/// Bound on closing the probe's link.
+const PROBE_CLOSE: Duration = Duration::from_secs(1);
+
 /// Dials pusher once, sends a heartbeat and closes; classifies the result.
-pub async fn probe(config: PusherConfig) -> ProbeOutcome {
+pub async fn probe(config: PusherConfig, connector: Arc<dyn Connector>) -> ProbeOutcome {
     let url = listen_url(&config.url, PROBE_UID, 16_000);
-    match dial(&url, config.connect_timeout, config.retry_after_max).await {
+    match dial(&*connector, &url, &config).await {
         Ok(mut ws) => {
             // A handshake alone does not prove pusher is back: a pusher (or proxy)
             // that accepts and drops at once would close the breaker every cooldown.
@@ -36,7 +48,7 @@ pub async fn probe(config: PusherConfig) -> ProbeOutcome {
                 Ok::<bool, tokio_tungstenite::tungstenite::Error>(false)
             })
             .await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            let _ = tokio::time::timeout(PROBE_CLOSE, ws.close()).await;
             match exchange {
                 Ok(Ok(true)) => ProbeOutcome::Success,
                 Ok(Ok(false)) => {
@@ -55,7 +67,7 @@ pub async fn probe(config: PusherConfig) -> ProbeOutcome {
         }
         Err(error) => {
             tracing::info!(%error, "breaker probe failed");
-            match error.retry_after() {
+            match error.retry_after(config.retry_after_max) {
                 Some(delay) => ProbeOutcome::RetryAfter(delay),
                 None => ProbeOutcome::Failure,
             }

@@ -14,6 +14,8 @@
 //! take is dropped and counted. The client is never closed because of pusher.
 
 mod conversation;
+mod handoff;
+mod outcome;
 pub mod writer;
 
 use std::sync::Arc;
@@ -23,30 +25,25 @@ use bytes::Bytes;
 use futures::stream::SplitStream;
 use futures::StreamExt;
 use hark_proto::client::{segments_to_json, KEEPALIVE_MAX_BYTES};
-use hark_proto::{
-    ConversationRecord, ListenParams, ProcessingStatus, ServerEvent, ServiceStatus, Via,
-};
+use hark_proto::{ListenParams, ProcessingStatus, ServerEvent, ServiceStatus};
 use rand::Rng;
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 pub use conversation::Conversation;
+use handoff::Handoff;
+pub use outcome::Outcome;
 use writer::{ClientTx, Outbound};
 
 use crate::admission::AdmissionGuard;
-use crate::metrics::{
-    CLIENT_MESSAGES, CONVERSATIONS, PUSHER_DROPPED_BYTES, PUSHER_DROPPED_FRAMES, SESSIONS_TOTAL,
-    STT_DROPPED_BYTES,
-};
-use crate::pusher::link::{LinkCommand, LinkEvent, PusherLink};
+use crate::metrics::{CLIENT_MESSAGES, PUSHER_DROPPED_FRAMES, SESSIONS_TOTAL, STT_DROPPED_BYTES};
+use crate::pusher::link::{LinkCommand, LinkEvent};
 use crate::stt::{SttEvent, SttStartError};
 use crate::Shared;
 
-/// Commands queued to the pusher link before audio is dropped.
-const LINK_QUEUE: usize = 128;
 /// Keep-alive period towards the client: omi's text `"ping"` (which omi apps
 /// answer with a 2-byte keep-alive, so a muted app never hits the inactivity
 /// timeout) and a WebSocket ping for other clients, as omi's backend does every 10 s.
@@ -57,75 +54,6 @@ const STT_FLUSH: Duration = Duration::from_secs(7);
 const LINK_FLUSH: Duration = Duration::from_secs(15);
 /// Bound on the writer's last flush and Close frame (its own steps are bounded).
 const WRITER_END: Duration = Duration::from_secs(5);
-
-/// How a session ended (`hark_sessions_total{outcome}`), with the close it sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// The client closed with a Close frame (answered with its own code).
-    ClientClosed,
-    /// The client's TCP stream ended without a Close frame.
-    ClientGone,
-    /// No audio or keep-alive for `--inactivity-timeout` (1001).
-    Inactive,
-    /// A frame over `--max-frame-bytes` (1009).
-    FrameTooBig,
-    /// A text frame that is not UTF-8 (1007).
-    BadText,
-    /// A text frame over `--max-text-bytes` (1009).
-    TextTooBig,
-    /// More frames per second than `--max-frames-per-second` allows (1008).
-    Flood,
-    /// A WebSocket protocol violation: bad opcode, unmasked frame, stray
-    /// continuation (1002).
-    Protocol,
-    /// The client does not read (1008).
-    SlowConsumer,
-    /// STT could not be reached within its budget (1013).
-    SttUnavailable,
-    /// Drain on SIGTERM (1012).
-    Drained,
-    /// The socket failed.
-    Error,
-}
-
-impl Outcome {
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::ClientClosed => "client_closed",
-            Outcome::ClientGone => "client_gone",
-            Outcome::Inactive => "inactivity",
-            Outcome::FrameTooBig => "frame_too_big",
-            Outcome::BadText => "bad_text",
-            Outcome::TextTooBig => "text_too_big",
-            Outcome::Protocol => "protocol_error",
-            Outcome::Flood => "flood",
-            Outcome::SlowConsumer => "slow_consumer",
-            Outcome::SttUnavailable => "stt_unavailable",
-            Outcome::Drained => "drained",
-            Outcome::Error => "error",
-        }
-    }
-
-    /// The close this session sends, if it is the one closing.
-    fn close(self) -> Option<(u16, &'static str)> {
-        match self {
-            // The reply to a client's Close echoes its code (tungstenite does that);
-            // a client gone without one may only have half-closed.
-            Outcome::ClientClosed | Outcome::ClientGone | Outcome::Error => Some((1000, "")),
-            Outcome::Inactive => Some((1001, "inactivity timeout")),
-            Outcome::FrameTooBig => Some((1009, "frame too big")),
-            Outcome::BadText => Some((1007, "text frame is not valid UTF-8")),
-            Outcome::TextTooBig => Some((1009, "text frame too big")),
-            Outcome::Protocol => Some((1002, "WebSocket protocol error")),
-            Outcome::Flood => Some((1008, "too many frames per second")),
-            Outcome::SlowConsumer => Some((1008, "client is not reading; reconnect")),
-            Outcome::SttUnavailable => {
-                Some((1013, "transcription unavailable; retry with jittered backoff"))
-            }
-            Outcome::Drained => Some((1012, "server restarting; reconnect with jittered backoff")),
-        }
-    }
-}
 
 /// Who the session is for.
 #[derive(Debug, Clone)]
@@ -149,17 +77,23 @@ pub async fn run(
     let started = Instant::now();
     tracing::info!(session = %who.session_id, uid = %who.uid, sample_rate = params.sample_rate, "session started");
     let (sink, mut stream) = ws.split();
-    let (client, writer) = writer::spawn(sink, shared.config.limits.client_queue.get());
-    let mut session = Session::new(shared, params, who, client);
+    let (client, writer) =
+        writer::spawn(sink, shared.config.limits.client_queue.get(), &shared.tasks);
+    let mut session = Session::new(shared.clone(), params, who, client);
     let outcome = session.run(&mut stream).await;
     let who = session.who.clone();
     drop(session);
     // The writer sent the Close (or the reply to the client's) and gives the write
     // half back; the handshake completes on the reunited socket before TCP closes.
-    let sink = tokio::time::timeout(WRITER_END, writer).await.ok().and_then(Result::ok).flatten();
+    let writer_end = shared.end_by(WRITER_END);
+    let sink =
+        tokio::time::timeout_at(writer_end, writer).await.ok().and_then(Result::ok).flatten();
     let closed = match sink.map(|sink| sink.reunite(stream)) {
         Some(Ok(ws)) if outcome != Outcome::Error => {
-            Some(crate::ws::finish_close(ws, crate::ws::CLOSE_LINGER).await)
+            let linger = crate::ws::CLOSE_LINGER.min(
+                shared.end_by(crate::ws::CLOSE_LINGER).saturating_duration_since(Instant::now()),
+            );
+            Some(crate::ws::finish_close(ws, linger).await)
         }
         _ => None,
     };
@@ -174,34 +108,32 @@ pub async fn run(
     drop(guard);
 }
 
+/// One session's state, owned by its task.
 struct Session {
+    /// What every session on the process shares.
     shared: Arc<Shared>,
+    /// The validated upgrade query.
     params: ListenParams,
+    /// Who it is for.
     who: Identity,
+    /// The client writer's handle.
     client: ClientTx,
     /// Seconds of audio received (the session's audio clock).
     audio_position: f64,
     /// Bytes per second of the client's PCM.
     bytes_per_second: f64,
+    /// The conversation being built.
     conversation: Conversation,
     /// When the current conversation ends for lack of new transcript.
     conversation_deadline: Option<Instant>,
-    /// To the pusher link (None without `--pusher-url`).
-    link: Option<mpsc::Sender<LinkCommand>>,
-    /// From the pusher link, or from fallback writes when there is no link.
-    link_events: mpsc::Receiver<LinkEvent>,
-    /// Sender side kept for fallback writes without a link.
-    fallback_events: mpsc::Sender<LinkEvent>,
-    /// Fallback writes in flight (no-link mode).
-    fallback_tasks: tokio::task::JoinSet<()>,
-    /// Whether STT has been ready once.
-    stt_ready_once: bool,
+    /// Where conversations go (the pusher link and/or the outbox).
+    handoff: Handoff,
 }
 
 impl Session {
     fn new(shared: Arc<Shared>, params: ListenParams, who: Identity, client: ClientTx) -> Self {
-        let (fallback_events, link_events) = mpsc::channel(64);
         let bytes_per_second = f64::from(params.sample_rate) * 2.0;
+        let handoff = Handoff::start(&shared, &who.uid, params.sample_rate, who.session_id.clone());
         Self {
             shared,
             params,
@@ -211,11 +143,7 @@ impl Session {
             bytes_per_second,
             conversation: Conversation::new(0.0),
             conversation_deadline: None,
-            link: None,
-            link_events,
-            fallback_events,
-            fallback_tasks: tokio::task::JoinSet::new(),
-            stt_ready_once: false,
+            handoff,
         }
     }
 
@@ -224,12 +152,12 @@ impl Session {
         stream: &mut SplitStream<WebSocketStream<crate::ws::ClientIo>>,
     ) -> Outcome {
         self.status(ServiceStatus::Initiating, "session accepted");
-        self.start_pusher_link();
         self.status(ServiceStatus::SttInitiating, "connecting to speech recognition");
         let stt = self.shared.stt.open(
             &self.params.language,
             self.params.sample_rate,
             self.who.session_id.clone(),
+            &self.shared.tasks,
         );
         let mut stt = match stt {
             Ok(stt) => stt,
@@ -245,27 +173,43 @@ impl Session {
                 return self.finish(None, Outcome::SttUnavailable).await;
             }
         };
-        if let Some(link) = &self.link {
-            let _ = link.try_send(LinkCommand::ConversationStarted(self.conversation.id.clone()));
-        }
+        self.handoff.offer(LinkCommand::ConversationStarted(self.conversation.id.clone()));
 
         let limits = self.shared.config.limits.clone();
-        let mut inactivity = Instant::now() + limits.inactivity_timeout;
         // A client that answers every ping never reaches the inactivity timeout.
         let mut ping = tokio::time::interval(CLIENT_PING.min(limits.inactivity_timeout / 3));
         ping.reset();
-        let drain = self.shared.drain.clone();
-        let mut drain_at: Option<Instant> = None;
-        let dead = self.client.dead.clone();
         let mut frames = FrameBudget::new(limits.max_frames_per_second.get());
+        // Every wait is one future pinned for the whole session and moved with
+        // `reset`, never rebuilt per frame: the timer wheel and the cancellation
+        // tokens' locks stay off the per-frame path. Inactivity is checked lazily:
+        // a frame only stamps `last_heard`; the timer, when it fires, moves itself to
+        // the real deadline.
+        let mut last_heard = Instant::now();
+        let inactivity = sleep(limits.inactivity_timeout);
+        let conversation_end = sleep(Duration::ZERO);
+        let drain_close = sleep(Duration::ZERO);
+        let drain_token = self.shared.drain.clone();
+        let drained = drain_token.cancelled();
+        let dead_token = self.client.dead.clone();
+        let dead = dead_token.cancelled();
+        tokio::pin!(inactivity, conversation_end, drain_close, drained, dead);
+        let mut draining = false;
+        let mut conversation_timer_at: Option<Instant> = None;
 
         let outcome = loop {
-            let conversation_deadline = self.conversation_deadline;
+            // The conversation timer follows the deadline, moved only when it changed.
+            if self.conversation_deadline != conversation_timer_at {
+                if let Some(at) = self.conversation_deadline {
+                    conversation_end.as_mut().reset(at);
+                }
+                conversation_timer_at = self.conversation_deadline;
+            }
             tokio::select! {
                 message = stream.next() => match message {
                     Some(Ok(Message::Binary(_) | Message::Text(_))) if !frames.take() => break Outcome::Flood,
                     Some(Ok(Message::Binary(data))) => {
-                        inactivity = Instant::now() + limits.inactivity_timeout;
+                        last_heard = Instant::now();
                         if data.len() > KEEPALIVE_MAX_BYTES {
                             self.on_audio(data, &stt.audio);
                         }
@@ -274,7 +218,7 @@ impl Session {
                         if text.len() > limits.max_text_bytes.get() {
                             break Outcome::TextTooBig;
                         }
-                        inactivity = Instant::now() + limits.inactivity_timeout;
+                        last_heard = Instant::now();
                         let kind = hark_proto::client::client_text_label(&text);
                         metrics::counter!(CLIENT_MESSAGES, "type" => kind).increment(1);
                         tracing::debug!(session = %self.who.session_id, kind, "client message ignored");
@@ -302,7 +246,6 @@ impl Session {
                 event = stt.events.recv() => match event {
                     Some(SttEvent::Connected { reconnect }) => {
                         let text = if reconnect { "speech recognition reconnected" } else { "transcribing" };
-                        self.stt_ready_once = true;
                         self.status(ServiceStatus::Ready, text);
                     }
                     Some(SttEvent::Lost(_)) => self.status(ServiceStatus::SttInitiating, "reconnecting to speech recognition"),
@@ -313,36 +256,44 @@ impl Session {
                     }
                     Some(SttEvent::Finished) | None => break Outcome::SttUnavailable,
                 },
-                Some(event) = self.link_events.recv() => self.on_link_event(event),
-                () = sleep_until(conversation_deadline.unwrap_or_else(far_future)), if conversation_deadline.is_some() => {
+                event = self.handoff.next_event() => self.on_link_event(event),
+                () = &mut conversation_end, if self.conversation_deadline.is_some() => {
                     self.end_conversation();
                 }
-                () = sleep_until(inactivity) => break Outcome::Inactive,
+                () = &mut inactivity => {
+                    let due = last_heard + limits.inactivity_timeout;
+                    if due <= Instant::now() {
+                        break Outcome::Inactive;
+                    }
+                    inactivity.as_mut().reset(due);
+                }
                 _ = ping.tick() => { let _ = self.client.send(Outbound::Ping); }
-                () = drain.cancelled(), if drain_at.is_none() => {
+                () = &mut drained, if !draining => {
                     // Spread closes over the first half of the drain timeout so
                     // clients do not all reconnect to the next pod in one second.
+                    draining = true;
                     let spread = self.shared.config.drain_timeout.mul_f64(0.5);
                     let delay = spread.mul_f64(rand::rng().random::<f64>());
-                    drain_at = Some(Instant::now() + delay);
+                    drain_close.as_mut().reset(Instant::now() + delay);
                 }
-                () = sleep_until(drain_at.unwrap_or_else(far_future)), if drain_at.is_some() => break Outcome::Drained,
-                () = dead.cancelled() => break Outcome::Error,
+                () = &mut drain_close, if draining => break Outcome::Drained,
+                () = &mut dead => break Outcome::Error,
             }
-            if self.slow_consumer() {
+            if self.client.is_overflowed() {
                 break Outcome::SlowConsumer;
             }
         };
         self.finish(Some(stt), outcome).await
     }
 
-    /// Hands everything off and closes the client.
+    /// Hands everything off and closes the client, within the process's shutdown
+    /// deadline when it is draining.
     async fn finish(&mut self, stt: Option<crate::stt::SttLink>, outcome: Outcome) -> Outcome {
         // 1. Flush STT: close its audio, collect the last results.
         if let Some(stt) = stt {
             let crate::stt::SttLink { audio, mut events } = stt;
             drop(audio);
-            let deadline = Instant::now() + STT_FLUSH;
+            let deadline = self.shared.end_by(STT_FLUSH);
             loop {
                 tokio::select! {
                     () = sleep_until(deadline) => break,
@@ -354,20 +305,9 @@ impl Session {
                 }
             }
         }
-        // 2. End the conversation; 3. let the link hand everything off.
+        // 2. End the conversation; 3. let the link (and the outbox) take everything.
         self.end_conversation();
-        drop(self.link.take());
-        let deadline = Instant::now() + LINK_FLUSH;
-        while !self.fallback_tasks.is_empty() {
-            if tokio::time::timeout_at(deadline, self.fallback_tasks.join_next()).await.is_err() {
-                break;
-            }
-        }
-        // Without a link the fallback sender is ours; close it so recv ends.
-        let (closed_tx, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.fallback_events, closed_tx));
-        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.link_events.recv()).await
-        {
+        for event in self.handoff.finish(self.shared.end_by(LINK_FLUSH)).await {
             self.on_link_event(event);
         }
         // 4. Close the client.
@@ -375,21 +315,6 @@ impl Session {
             self.client.close(code, reason);
         }
         outcome
-    }
-
-    fn start_pusher_link(&mut self) {
-        let Some(pusher) = &self.shared.pusher else { return };
-        let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        let link = PusherLink::new(
-            pusher.clone(),
-            &self.who.uid,
-            self.params.sample_rate,
-            self.who.session_id.clone(),
-            rx,
-            self.fallback_events.clone(),
-        );
-        tokio::spawn(link.run());
-        self.link = Some(tx);
     }
 
     fn on_audio(&mut self, data: Bytes, stt: &mpsc::Sender<Bytes>) {
@@ -402,15 +327,7 @@ impl Session {
         if stt.try_send(data.clone()).is_err() {
             metrics::counter!(STT_DROPPED_BYTES).increment(data.len() as u64);
         }
-        if let Some(link) = &self.link {
-            let len = data.len();
-            if link.try_send(LinkCommand::Audio { start, pcm: data }).is_err() {
-                // The link cannot keep up (or pusher is slow): drop, never queue more.
-                metrics::counter!(PUSHER_DROPPED_BYTES, "frame" => "101")
-                    .increment(len as u64 + 12);
-                metrics::counter!(PUSHER_DROPPED_FRAMES, "frame" => "101").increment(1);
-            }
-        }
+        self.handoff.audio(start, data);
     }
 
     fn on_runs(&mut self, runs: &[hark_proto::deepgram::SpeakerRun], received: Instant) {
@@ -427,10 +344,8 @@ impl Session {
         let _ = self
             .client
             .send(Outbound::Text { text: segments_to_json(&segments), received: Some(received) });
-        if let Some(link) = &self.link {
-            if link.try_send(LinkCommand::Segments(segments)).is_err() {
-                metrics::counter!(PUSHER_DROPPED_FRAMES, "frame" => "102").increment(1);
-            }
+        if !self.handoff.offer(LinkCommand::Segments(segments)) {
+            metrics::counter!(PUSHER_DROPPED_FRAMES, "frame" => "102").increment(1);
         }
     }
 
@@ -450,30 +365,8 @@ impl Session {
             &self.who.session_id,
         );
         tracing::info!(session = %self.who.session_id, conversation = %record.conversation_id, segments = record.segments.len(), "conversation ended");
-        let Some(link) = self.link.clone() else { return self.fallback(record) };
-        // A full link queue must not lose a conversation: hand it to the fallback
-        // path directly instead.
-        if let Err(error) = link.try_send(LinkCommand::ConversationEnded(Box::new(record))) {
-            if let LinkCommand::ConversationEnded(record) = error.into_inner() {
-                self.fallback(*record);
-            }
-        }
-        let _ = link.try_send(LinkCommand::ConversationStarted(next_id));
-    }
-
-    /// Writes a record to the outbox off the session's hot path; the client is told
-    /// once it is durable.
-    fn fallback(&mut self, record: ConversationRecord) {
-        let outbox = self.shared.outbox.clone();
-        let events = self.fallback_events.clone();
-        self.fallback_tasks.spawn(async move {
-            let conversation_id = record.conversation_id.clone();
-            if outbox.write(&record).await.is_ok() {
-                metrics::counter!(CONVERSATIONS, "via" => "fallback").increment(1);
-                let _ =
-                    events.send(LinkEvent::HandedOff { conversation_id, via: Via::Fallback }).await;
-            }
-        });
+        self.handoff.conversation_ended(record);
+        self.handoff.offer(LinkCommand::ConversationStarted(next_id));
     }
 
     fn on_link_event(&mut self, event: LinkEvent) {
@@ -500,11 +393,6 @@ impl Session {
     fn processing(&mut self, status: ProcessingStatus, text: &str) {
         let event = ServerEvent::ProcessingStatus { status, status_text: text.to_owned() };
         let _ = self.client.text(event.to_json());
-    }
-
-    /// Whether the client's queue overflowed (checked after each event).
-    fn slow_consumer(&mut self) -> bool {
-        self.client.is_overflowed()
     }
 }
 
@@ -541,8 +429,4 @@ fn unix_seconds() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
 }

@@ -111,11 +111,15 @@ pub type Sink = SplitSink<WebSocketStream<crate::ws::ClientIo>, Message>;
 /// Starts the writer task; returns the session's handle and the task. The task
 /// gives the write half back when it ends, so the session can reunite the socket and
 /// complete the closing handshake; `None` when the socket failed.
-pub fn spawn(sink: Sink, capacity: usize) -> (ClientTx, tokio::task::JoinHandle<Option<Sink>>) {
+pub fn spawn(
+    sink: Sink,
+    capacity: usize,
+    tasks: &tokio_util::task::TaskTracker,
+) -> (ClientTx, tokio::task::JoinHandle<Option<Sink>>) {
     let (queue, rx) = mpsc::channel(capacity);
     let (close, close_rx) = oneshot::channel();
     let dead = CancellationToken::new();
-    let task = tokio::spawn(run(sink, rx, close_rx, dead.clone()));
+    let task = tasks.spawn(run(sink, rx, close_rx, dead.clone()));
     (ClientTx { queue, close: Some(close), overflowed: std::cell::Cell::new(false), dead }, task)
 }
 

@@ -1,6 +1,14 @@
 //! The Deepgram-compatible link (design §5): `Authorization: Token`, binary audio,
 //! `KeepAlive` after 5 s without audio, `CloseStream` at the end (then the remaining
-//! results are read), reconnect with backoff on any failure.
+//! results are read), reconnect with backoff on any failure within the
+//! `--stt-reconnect-*` budget ([`Attempts`], as for every link).
+//!
+//! ```text
+//!   Connect ──ok──▶ Streaming ──session ends──▶ CloseStream ──▶ Finished
+//!     ▲  │ fails        │ lost (young: counts as a failure)
+//!     │  ▼              ▼
+//!     └── Backoff ◀─────┘        budget spent ──▶ Failed (session closes 1013)
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,16 +16,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use hark_proto::deepgram::{Control, SttMessage};
-use hark_resilience::backoff::Backoff;
+use hark_resilience::reconnect::{Attempts, Next};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::SttEvent;
-use crate::config::SttReconnect;
+use crate::connect::{self, send_all, Conn, Connector};
 use crate::metrics::{STT_DROPPED_BYTES, STT_RECONNECTS};
 
 /// Send `KeepAlive` after this long without audio.
@@ -32,12 +40,8 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const DEAD_AFTER: Duration = Duration::from_secs(15);
 /// After `CloseStream`, wait this long for the final results.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// A stream that dies younger than this counts as a failed connect, so a provider
-/// that accepts and drops at once is not redialed at full speed forever.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// Audio frames sent per flush.
+const AUDIO_BATCH: usize = 16;
 
 /// How a stream ended.
 enum End {
@@ -49,12 +53,14 @@ enum End {
 
 /// One session's link to a Deepgram-compatible provider.
 pub struct DeepgramLink {
+    /// How to dial.
+    connector: Arc<dyn Connector>,
     /// Listen URL with query.
     url: String,
     /// API key for `Authorization: Token`.
     api_key: Option<String>,
-    /// Reconnect budget.
-    reconnect: SttReconnect,
+    /// Consecutive failures under the `--stt-reconnect-*` budget.
+    attempts: Attempts,
     /// Bytes per second of the session's audio.
     bytes_per_second: f64,
     /// For logs.
@@ -67,23 +73,36 @@ pub struct DeepgramLink {
     position: f64,
 }
 
+/// How one session's STT link is set up.
+pub struct LinkSetup {
+    /// How to dial.
+    pub connector: Arc<dyn Connector>,
+    /// Listen URL with query.
+    pub url: String,
+    /// API key for `Authorization: Token`.
+    pub api_key: Option<String>,
+    /// The reconnect budget.
+    pub attempts: Attempts,
+    /// The session's audio rate.
+    pub sample_rate: u32,
+    /// For logs.
+    pub session_id: Arc<str>,
+}
+
 impl DeepgramLink {
     /// Creates the link.
     pub fn new(
-        url: String,
-        api_key: Option<String>,
-        reconnect: SttReconnect,
-        sample_rate: u32,
-        session_id: Arc<str>,
+        setup: LinkSetup,
         audio: mpsc::Receiver<Bytes>,
         events: mpsc::Sender<SttEvent>,
     ) -> Self {
         Self {
-            url,
-            api_key,
-            reconnect,
-            bytes_per_second: f64::from(sample_rate) * 2.0,
-            session_id,
+            connector: setup.connector,
+            url: setup.url,
+            api_key: setup.api_key,
+            attempts: setup.attempts,
+            bytes_per_second: f64::from(setup.sample_rate) * 2.0,
+            session_id: setup.session_id,
             audio,
             events,
             position: 0.0,
@@ -92,33 +111,18 @@ impl DeepgramLink {
 
     /// Runs until the session ends or the retry budget is spent.
     pub async fn run(mut self) {
-        let backoff = match Backoff::new(self.reconnect.base, self.reconnect.max) {
-            Ok(backoff) => backoff,
-            Err(error) => {
-                // Validated at start-up; a bad value here is a bug, not a client's fault.
-                self.emit(SttEvent::Failed(format!("invalid STT backoff: {error}"))).await;
-                return;
-            }
-        };
         let mut rng = SmallRng::from_rng(&mut rand::rng());
-        let mut failures = 0u32;
-        let mut connected_before = false;
+        let mut connected_once = false;
         loop {
-            match self.connect().await {
-                Ok(ws) => {
-                    if connected_before {
+            let next = match self.connect().await {
+                Ok(conn) => {
+                    if connected_once {
                         metrics::counter!(STT_RECONNECTS).increment(1);
                     }
-                    self.emit(SttEvent::Connected { reconnect: connected_before }).await;
-                    connected_before = true;
+                    self.emit(SttEvent::Connected { reconnect: connected_once }).await;
+                    connected_once = true;
                     let since = Instant::now();
-                    let end = self.stream(ws).await;
-                    if since.elapsed() >= STABLE_AFTER {
-                        failures = 0;
-                    } else {
-                        failures += 1;
-                    }
-                    match end {
+                    match self.stream(conn).await {
                         End::Finished => {
                             self.emit(SttEvent::Finished).await;
                             return;
@@ -126,24 +130,25 @@ impl DeepgramLink {
                         End::Lost(reason) => {
                             tracing::info!(session = %self.session_id, %reason, "STT link lost; reconnecting");
                             self.emit(SttEvent::Lost(reason.clone())).await;
-                            if failures >= self.reconnect.max_attempts {
-                                self.emit(SttEvent::Failed(reason)).await;
-                                return;
-                            }
+                            (self.attempts.link_ended(since.elapsed(), &mut rng).next(), reason)
                         }
                     }
                 }
                 Err(reason) => {
-                    failures += 1;
-                    tracing::info!(session = %self.session_id, %reason, failures, "STT connect failed");
-                    if failures >= self.reconnect.max_attempts {
-                        self.emit(SttEvent::Failed(reason)).await;
-                        return;
-                    }
+                    let next = self.attempts.dial_failed(&mut rng);
+                    tracing::info!(session = %self.session_id, %reason, failures = self.attempts.failures(), "STT connect failed");
+                    (next, reason)
                 }
-            }
+            };
+            let delay = match next {
+                (Next::Retry(delay), _) => delay,
+                (Next::Exhausted, reason) => {
+                    self.emit(SttEvent::Failed(reason)).await;
+                    return;
+                }
+            };
             // Wait out the backoff, dropping (and counting) audio meanwhile.
-            let deadline = Instant::now() + backoff.delay(failures, &mut rng);
+            let deadline = Instant::now() + delay;
             loop {
                 tokio::select! {
                     () = sleep_until(deadline) => break,
@@ -159,63 +164,53 @@ impl DeepgramLink {
         }
     }
 
-    async fn connect(&self) -> Result<Ws, String> {
+    async fn connect(&self) -> Result<Conn, String> {
         let mut request = self.url.as_str().into_client_request().map_err(|e| e.to_string())?;
         if let Some(key) = &self.api_key {
             let value =
                 format!("Token {key}").parse().map_err(|_| "API key is not a valid header")?;
             request.headers_mut().insert(http::header::AUTHORIZATION, value);
         }
-        let connect = tokio_tungstenite::connect_async_with_config(
-            request,
-            Some(crate::ws::stt_config()),
-            true,
-        );
-        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no handshake within {CONNECT_TIMEOUT:?}")),
-        }
+        connect::dial(&*self.connector, request, crate::ws::stt_config(), CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())
     }
 
-    async fn stream(&mut self, ws: Ws) -> End {
+    async fn stream(&mut self, mut conn: Conn) -> End {
         // Word times from the provider count from the start of *this* stream.
         let offset = self.position;
-        let (mut sink, mut stream) = ws.split();
-        let mut keepalive = Instant::now() + KEEPALIVE_AFTER;
+        // Timers are pinned once and moved, never rebuilt per frame: the keep-alive
+        // fires 5 s after the last audio, liveness 15 s after the last frame in.
+        let keepalive = sleep(KEEPALIVE_AFTER);
+        tokio::pin!(keepalive);
+        let mut last_audio = Instant::now();
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.reset();
         let mut last_seen = Instant::now();
+        let mut batch = Vec::with_capacity(AUDIO_BATCH);
         loop {
             tokio::select! {
                 pcm = self.audio.recv() => {
                     let Some(pcm) = pcm else {
-                        return self.close_stream(sink, stream, offset).await;
+                        return self.close_stream(conn, offset).await;
                     };
                     self.position += pcm.len() as f64 / self.bytes_per_second;
-                    let mut batch = vec![pcm];
-                    while batch.len() < 16 {
+                    batch.push(Message::Binary(pcm));
+                    while batch.len() < AUDIO_BATCH {
                         match self.audio.try_recv() {
                             Ok(more) => {
                                 self.position += more.len() as f64 / self.bytes_per_second;
-                                batch.push(more);
+                                batch.push(Message::Binary(more));
                             }
                             Err(_) => break,
                         }
                     }
-                    let write = async {
-                        for pcm in batch {
-                            sink.feed(Message::Binary(pcm)).await?;
-                        }
-                        sink.flush().await
-                    };
-                    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-                        Ok(Ok(())) => keepalive = Instant::now() + KEEPALIVE_AFTER,
-                        Ok(Err(error)) => return End::Lost(error.to_string()),
-                        Err(_) => return End::Lost("audio write blocked".into()),
+                    match send_all(&mut conn, batch.drain(..), WRITE_TIMEOUT).await {
+                        Ok(()) => last_audio = Instant::now(),
+                        Err(reason) => return End::Lost(reason),
                     }
                 }
-                message = stream.next() => {
+                message = conn.next() => {
                     last_seen = Instant::now();
                     match message {
                         Some(Ok(Message::Text(text))) => self.on_text(&text, offset).await,
@@ -225,10 +220,15 @@ impl DeepgramLink {
                         None => return End::Lost("provider ended the stream".into()),
                     }
                 }
-                () = sleep_until(keepalive) => {
-                    keepalive = Instant::now() + KEEPALIVE_AFTER;
-                    let sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::text(Control::KeepAlive.to_json()))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
+                () = &mut keepalive => {
+                    let due = last_audio + KEEPALIVE_AFTER;
+                    if due > Instant::now() {
+                        keepalive.as_mut().reset(due);
+                        continue;
+                    }
+                    keepalive.as_mut().reset(Instant::now() + KEEPALIVE_AFTER);
+                    let keep = [Message::text(Control::KeepAlive.to_json())];
+                    if send_all(&mut conn, keep, WRITE_TIMEOUT).await.is_err() {
                         return End::Lost("KeepAlive could not be sent".into());
                     }
                 }
@@ -236,8 +236,7 @@ impl DeepgramLink {
                     if last_seen.elapsed() > DEAD_AFTER {
                         return End::Lost(format!("provider silent for {DEAD_AFTER:?}"));
                     }
-                    let sent = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Ping(Bytes::new()))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
+                    if send_all(&mut conn, [Message::Ping(Bytes::new())], WRITE_TIMEOUT).await.is_err() {
                         return End::Lost("ping could not be sent".into());
                     }
                 }
@@ -246,29 +245,23 @@ impl DeepgramLink {
     }
 
     /// Sends `CloseStream` and reads the remaining results until the provider
-    /// closes or `CLOSE_GRACE` passes.
-    async fn close_stream(
-        &mut self,
-        mut sink: futures::stream::SplitSink<Ws, Message>,
-        mut stream: futures::stream::SplitStream<Ws>,
-        offset: f64,
-    ) -> End {
+    /// closes or the grace passes (the session stops listening at its own
+    /// hand-off deadline, which may come first).
+    async fn close_stream(&mut self, mut conn: Conn, offset: f64) -> End {
         let deadline = Instant::now() + CLOSE_GRACE;
-        let _ = tokio::time::timeout(
-            CLOSE_GRACE,
-            sink.send(Message::text(Control::CloseStream.to_json())),
-        )
-        .await;
+        let close = [Message::text(Control::CloseStream.to_json())];
+        let _ = send_all(&mut conn, close, CLOSE_GRACE).await;
         loop {
             tokio::select! {
                 () = sleep_until(deadline) => break,
-                message = stream.next() => match message {
+                message = conn.next() => match message {
                     Some(Ok(Message::Text(text))) => self.on_text(&text, offset).await,
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => {}
                 }
             }
         }
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
         End::Finished
     }
 
@@ -305,3 +298,6 @@ impl DeepgramLink {
         let _ = self.events.send(event).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,14 @@ use hark_proto::deepgram::SpeakerRun;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use hark_resilience::backoff::Backoff;
+use hark_resilience::reconnect::{Attempts, ReconnectPolicy};
+use tokio_util::task::TaskTracker;
+
 use crate::config::SttConfig;
+use crate::connect::Connector;
 
 /// Audio frames queued to the STT link before the session starts dropping (and
 /// counting) them; ~25 s of 100 ms frames.
@@ -71,8 +78,10 @@ pub enum SttBackend {
         api_key: Option<String>,
         /// Model.
         model: String,
-        /// Reconnect budget.
-        reconnect: crate::config::SttReconnect,
+        /// Each link's reconnect budget.
+        policy: ReconnectPolicy,
+        /// How links dial.
+        connector: Arc<dyn Connector>,
     },
     /// The embedded engine's decoder pool.
     Local(hark_stt_local::LocalEngine),
@@ -81,14 +90,22 @@ pub enum SttBackend {
 impl SttBackend {
     /// Builds the backend from configuration. Loading local decoders takes about a
     /// second each, so it runs on the blocking pool.
-    pub async fn from_config(config: &SttConfig) -> Result<Self, SttStartError> {
+    pub async fn from_config(
+        config: &SttConfig,
+        connector: Arc<dyn Connector>,
+    ) -> Result<Self, SttStartError> {
         match config {
-            SttConfig::Deepgram { url, api_key, model, reconnect } => Ok(SttBackend::Deepgram {
-                url: url.clone(),
-                api_key: api_key.clone(),
-                model: model.clone(),
-                reconnect: *reconnect,
-            }),
+            SttConfig::Deepgram { url, api_key, model, reconnect } => {
+                let backoff = Backoff::new(reconnect.base, reconnect.max)
+                    .map_err(|e| SttStartError::Unavailable(format!("STT backoff: {e}")))?;
+                Ok(SttBackend::Deepgram {
+                    url: url.clone(),
+                    api_key: api_key.clone(),
+                    model: model.clone(),
+                    policy: ReconnectPolicy::new(Some(reconnect.max_attempts), backoff),
+                    connector,
+                })
+            }
             SttConfig::Local { decoders, model_dir } => {
                 if !hark_stt_local::LocalEngine::compiled_in() {
                     return Err(SttStartError::Unavailable(
@@ -113,35 +130,35 @@ impl SttBackend {
         }
     }
 
-    /// Starts a link for one session.
+    /// Starts a link for one session, on a task of `tasks`.
     pub fn open(
         &self,
         language: &str,
         sample_rate: u32,
-        session_id: std::sync::Arc<str>,
+        session_id: Arc<str>,
+        tasks: &TaskTracker,
     ) -> Result<SttLink, SttStartError> {
         let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(64);
         match self {
-            SttBackend::Deepgram { url, api_key, model, reconnect } => {
+            SttBackend::Deepgram { url, api_key, model, policy, connector } => {
                 let query = hark_proto::deepgram::listen_query(model, language, sample_rate);
-                let link = deepgram::DeepgramLink::new(
-                    format!("{url}?{query}"),
-                    api_key.clone(),
-                    *reconnect,
+                let setup = deepgram::LinkSetup {
+                    connector: connector.clone(),
+                    url: format!("{url}?{query}"),
+                    api_key: api_key.clone(),
+                    attempts: Attempts::new(policy.clone()),
                     sample_rate,
                     session_id,
-                    audio_rx,
-                    events_tx,
-                );
-                tokio::spawn(link.run());
+                };
+                tasks.spawn(deepgram::DeepgramLink::new(setup, audio_rx, events_tx).run());
             }
             SttBackend::Local(engine) => {
                 let stream = engine.open(sample_rate).map_err(|error| match error {
                     hark_stt_local::LocalSttError::Busy(_) => SttStartError::Busy,
                     other => SttStartError::Unavailable(other.to_string()),
                 })?;
-                tokio::spawn(local::run(stream, audio_rx, events_tx, session_id));
+                tasks.spawn(local::run(stream, audio_rx, events_tx, session_id));
             }
         }
         Ok(SttLink { audio: audio_tx, events: events_rx })

@@ -1,0 +1,153 @@
+//! Where a session's conversations go: its pusher link when there is a pusher, the
+//! outbox otherwise — and the outbox too when the link's queue is full. One type
+//! answers "is there a pusher?", and one event source tells the session what was
+//! handed off.
+
+use std::sync::Arc;
+
+use hark_proto::{ConversationRecord, Via};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::metrics::{CONVERSATIONS, PUSHER_DROPPED_BYTES, PUSHER_DROPPED_FRAMES};
+use crate::outbox::Outbox;
+use crate::pusher::link::{LinkCommand, LinkEvent, PusherLink};
+use crate::Shared;
+
+/// Commands queued to the pusher link before audio is dropped.
+const LINK_QUEUE: usize = 128;
+
+/// The session's pusher link, while it has one.
+struct Link {
+    /// Commands to the link task.
+    commands: mpsc::Sender<LinkCommand>,
+    /// Its events; ends when the link task has handed everything off.
+    events: mpsc::Receiver<LinkEvent>,
+}
+
+/// A session's hand-off paths.
+pub struct Handoff {
+    /// `None` without `--pusher-url`, and once the link has finished.
+    link: Option<Link>,
+    /// Outbox writes made by the session itself; each yields the conversation id
+    /// once the record is durable (`None`: the outbox refused it, and logged it).
+    writes: JoinSet<Option<String>>,
+    /// The fallback outbox.
+    outbox: Arc<Outbox>,
+}
+
+impl Handoff {
+    /// Starts the session's pusher link (if there is a pusher) on the process's
+    /// tracked tasks.
+    pub fn start(shared: &Shared, uid: &str, sample_rate: u32, session_id: Arc<str>) -> Self {
+        let link = shared.pusher.as_ref().map(|pusher| {
+            let (commands, rx) = mpsc::channel(LINK_QUEUE);
+            let (events_tx, events) = mpsc::channel(64);
+            let link = PusherLink::new(pusher.clone(), uid, sample_rate, session_id, rx, events_tx);
+            shared.tasks.spawn(link.run());
+            Link { commands, events }
+        });
+        Self { link, writes: JoinSet::new(), outbox: shared.outbox.clone() }
+    }
+
+    /// Sends a command the link may drop (audio, live segments): `false` when the
+    /// link could not take it (the caller counts the drop). Without a pusher
+    /// nothing is sent and nothing is dropped.
+    pub fn offer(&self, command: LinkCommand) -> bool {
+        match &self.link {
+            Some(link) => link.commands.try_send(command).is_ok(),
+            None => true,
+        }
+    }
+
+    /// Offers 101 audio, counting it as dropped when the link cannot take it.
+    pub fn audio(&self, start: f64, pcm: bytes::Bytes) {
+        let len = pcm.len();
+        if !self.offer(LinkCommand::Audio { start, pcm }) {
+            // The link cannot keep up (or pusher is slow): drop, never queue more.
+            metrics::counter!(PUSHER_DROPPED_BYTES, "frame" => "101").increment(len as u64 + 12);
+            metrics::counter!(PUSHER_DROPPED_FRAMES, "frame" => "101").increment(1);
+        }
+    }
+
+    /// A conversation ended: to the link, or — without one, or when its queue is
+    /// full, which must not lose a conversation — to the outbox from here.
+    pub fn conversation_ended(&mut self, record: ConversationRecord) {
+        let record = match &self.link {
+            Some(link) => {
+                match link.commands.try_send(LinkCommand::ConversationEnded(Box::new(record))) {
+                    Ok(()) => return,
+                    Err(refused) => match refused.into_inner() {
+                        LinkCommand::ConversationEnded(record) => *record,
+                        _ => unreachable!("the command sent is the one returned"),
+                    },
+                }
+            }
+            None => record,
+        };
+        let outbox = self.outbox.clone();
+        self.writes.spawn(async move {
+            outbox.write(&record).await.ok().map(|()| {
+                metrics::counter!(CONVERSATIONS, "via" => "fallback").increment(1);
+                record.conversation_id
+            })
+        });
+    }
+
+    /// The next hand-off event. Pending while there is none; cancel-safe.
+    pub async fn next_event(&mut self) -> LinkEvent {
+        loop {
+            let link = async {
+                match self.link.as_mut() {
+                    Some(link) => link.events.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let written = async {
+                if self.writes.is_empty() {
+                    std::future::pending().await
+                } else {
+                    self.writes.join_next().await
+                }
+            };
+            tokio::select! {
+                event = link => match event {
+                    Some(event) => return event,
+                    // The link finished: nothing more will come from it.
+                    None => self.link = None,
+                },
+                written = written => {
+                    if let Some(Ok(Some(conversation_id))) = written {
+                        return LinkEvent::HandedOff { conversation_id, via: Via::Fallback };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the hand-offs: the link is told the deadline and its queue closed; then
+    /// every event until the link and the session's own writes are done, or until
+    /// `deadline`.
+    pub async fn finish(&mut self, deadline: Instant) -> Vec<LinkEvent> {
+        let mut events = Vec::new();
+        if let Some(Link { commands, events: from_link }) = self.link.take() {
+            let finish = LinkCommand::Finish { deadline };
+            let _ = tokio::time::timeout_at(deadline, commands.send(finish)).await;
+            // Dropping the sender is what ends the link's loop; its events then end
+            // once it has handed everything off.
+            drop(commands);
+            let mut from_link = from_link;
+            while let Ok(Some(event)) = tokio::time::timeout_at(deadline, from_link.recv()).await {
+                events.push(event);
+            }
+        }
+        while !self.writes.is_empty() {
+            match tokio::time::timeout_at(deadline, self.next_event()).await {
+                Ok(event) => events.push(event),
+                Err(_) => break,
+            }
+        }
+        events
+    }
+}

@@ -1,0 +1,1 @@
+//! Paused-clock tests of the STT link through the in-memory connector.
