@@ -1,6 +1,7 @@
 //! Design §6 under a hard pusher outage: 200 live sessions, pusher refusing every
-//! connection. No client is disconnected, transcripts keep flowing, the pod breaker
-//! opens, and from then on the whole process dials pusher at most once per cooldown.
+//! connection. No client is disconnected, transcripts keep flowing, and the pod
+//! breaker opens. How few dials that leaves is proven on the paused clock
+//! (`pusher::link::tests`, the breaker's tests); this is the end-to-end proof.
 
 mod common;
 
@@ -13,13 +14,12 @@ use hark_loadtest::fake_pusher::PusherMode;
 use hark_loadtest::fake_stt::{silence, synth, VOCAB};
 use hark_proto::ProcessingStatus;
 use hark_resilience::breaker::BreakerState;
-use tokio::time::Instant;
 
 const SESSIONS: usize = 200;
 const COOLDOWN: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_sessions_survive_a_refusing_pusher_and_the_breaker_bounds_dials() {
+async fn two_hundred_sessions_survive_a_refusing_pusher_behind_an_open_breaker() {
     let h = Harness::start(Some(PusherMode::Refuse), |c| {
         pusher_timings(c, |p| {
             p.breaker_cooldown = COOLDOWN;
@@ -49,7 +49,6 @@ async fn two_hundred_sessions_survive_a_refusing_pusher_and_the_breaker_bounds_d
     let (_, before) = h.admin_get("/metrics").await;
     let dials_at_open = dials(&before);
     assert!(dials_at_open >= 20.0, "at least the threshold's dials were made: {dials_at_open}");
-    let opened = Instant::now();
 
     // Every client keeps receiving transcripts while pusher is down.
     let spoken: Vec<(&str, u32)> = vec![(VOCAB[2], 0), (VOCAB[4], 0), (VOCAB[6], 1)];
@@ -67,18 +66,10 @@ async fn two_hundred_sessions_survive_a_refusing_pusher_and_the_breaker_bounds_d
     }))
     .await;
 
-    // Hold the outage for more than two cooldowns.
-    let hold = COOLDOWN * 3 - opened.elapsed().min(COOLDOWN);
-    tokio::time::sleep(hold).await;
-    let elapsed = opened.elapsed();
+    // The dial bound itself (one probe per cooldown, zero session dials while open)
+    // is proven on the paused clock in `pusher::link::tests` and the breaker's
+    // tests; here, end to end over real sockets, the breaker opened and counted.
     let (_, after) = h.admin_get("/metrics").await;
-    let outage_dials = dials(&after) - dials_at_open;
-    let allowed = (elapsed.as_secs_f64() / COOLDOWN.as_secs_f64()).ceil() + 1.0;
-    assert!(
-        outage_dials <= allowed,
-        "{outage_dials} dials in {elapsed:?} with a {COOLDOWN:?} cooldown (allowed {allowed})"
-    );
-    assert!(outage_dials >= 1.0, "the breaker's single prober keeps probing");
     assert!(
         common::metric_value(&after, "pusher_circuit_breaker_transitions_total{to=\"open\"}")
             >= 1.0
