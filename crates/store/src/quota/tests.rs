@@ -1,0 +1,1 @@
+//! Unit tests of windows and the meter.
