@@ -48,6 +48,9 @@ pub enum StoreError {
     /// The schema could not be brought up to date (see `pg::migrate`).
     #[error("schema: {0}")]
     Schema(String),
+    /// A store URL or setting that cannot work (found before any I/O).
+    #[error("store configuration: {0}")]
+    Config(String),
 }
 
 impl StoreError {
@@ -57,9 +60,10 @@ impl StoreError {
         matches!(self, Self::Rejected { .. } | Self::Timeout { .. } | Self::Unavailable { .. })
     }
 
-    /// Whether trying again later can help. Everything but bad data can.
+    /// Whether trying again later can help. Everything but bad data and bad
+    /// configuration can.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Data(_))
+        !matches!(self, Self::Data(_) | Self::Config(_))
     }
 
     /// The `result` label of `hark_store_calls_total` for this error.
@@ -67,9 +71,11 @@ impl StoreError {
         match self {
             Self::Rejected { .. } => "rejected",
             Self::Timeout { .. } => "timeout",
-            Self::Unavailable { .. } | Self::Data(_) | Self::Full { .. } | Self::Schema(_) => {
-                "error"
-            }
+            Self::Unavailable { .. }
+            | Self::Data(_)
+            | Self::Full { .. }
+            | Self::Schema(_)
+            | Self::Config(_) => "error",
         }
     }
 }

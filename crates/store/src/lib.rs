@@ -28,7 +28,9 @@ pub mod memory;
 pub mod metrics;
 pub mod outbox;
 pub mod parking;
+pub mod pg;
 pub mod quota;
+pub mod redis;
 
 pub use budget::{Budget, BudgetConfig, StoreKind};
 pub use clock::WallClock;
@@ -37,3 +39,5 @@ pub use fair::{LeaseGrant, QuotaStore, SessionCap, SessionGrant, SessionRefresh,
 pub use memory::{ExpiredParking, MemoryStore};
 pub use outbox::{Claimed, Inserted, OutboxStats, SharedOutbox};
 pub use parking::{ParkedConversation, ParkingLot};
+pub use pg::{PgConfig, PgStore};
+pub use redis::{RedisConfig, RedisStore};
