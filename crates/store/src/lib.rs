@@ -31,6 +31,8 @@ pub mod parking;
 pub mod pg;
 pub mod quota;
 pub mod redis;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use budget::{Budget, BudgetConfig, StoreKind};
 pub use clock::WallClock;
