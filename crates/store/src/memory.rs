@@ -256,7 +256,7 @@ impl SharedOutbox for MemoryStore {
         let mut state = self.lock();
         let Some(row) = state.outbox.get_mut(conversation_id) else { return Ok(false) };
         let held = row.delivered_ms.is_none()
-            && row.claim.as_ref().is_some_and(|(holder, until)| holder == pod && *until > now);
+            && row.claim.as_ref().is_some_and(|(holder, _)| holder == pod);
         if held {
             row.claim = None;
             row.available_ms = now.saturating_add(ms(retry_in));
