@@ -9,9 +9,14 @@ use std::time::Duration;
 
 use common::{redis_store, sleep_ms};
 use hark_store::fair::SESSION_LEASE_TTL;
-use hark_store::quota::{LocalBudgets, MeterConfig, QuotaAccount, QuotaContext, QuotaStatus, QuotaWindow, Window};
+use hark_store::quota::{
+    LocalBudgets, MeterConfig, QuotaAccount, QuotaContext, QuotaStatus, QuotaWindow, Window,
+};
 use hark_store::testing::RedisServer;
-use hark_store::{LeaseGrant, MemoryStore, QuotaStore, SessionCap, SessionGrant, SessionRefresh, Settle, WallClock};
+use hark_store::{
+    LeaseGrant, MemoryStore, QuotaStore, SessionCap, SessionGrant, SessionRefresh, Settle,
+    WallClock,
+};
 
 trait Fair: SessionCap + QuotaStore {}
 impl<T: SessionCap + QuotaStore> Fair for T {}
@@ -31,29 +36,60 @@ fn granted(grant: LeaseGrant) -> f64 {
 }
 
 async fn the_cap_holds_across_pods(a: &dyn Fair, b: &dyn Fair) {
-    assert_eq!(a.acquire_session("u1", "s1", 2, TTL).await.unwrap(), SessionGrant::Granted { open: 1 });
-    assert_eq!(b.acquire_session("u1", "s2", 2, TTL).await.unwrap(), SessionGrant::Granted { open: 2 });
-    let SessionGrant::AtCap { retry_after, open } = a.acquire_session("u1", "s3", 2, TTL).await.unwrap() else {
+    assert_eq!(
+        a.acquire_session("u1", "s1", 2, TTL).await.unwrap(),
+        SessionGrant::Granted { open: 1 }
+    );
+    assert_eq!(
+        b.acquire_session("u1", "s2", 2, TTL).await.unwrap(),
+        SessionGrant::Granted { open: 2 }
+    );
+    let SessionGrant::AtCap { retry_after, open } =
+        a.acquire_session("u1", "s3", 2, TTL).await.unwrap()
+    else {
         panic!("third session over a cap of 2")
     };
     assert_eq!(open, 2);
     assert!(retry_after <= TTL && retry_after > TTL - Duration::from_secs(5), "{retry_after:?}");
-    assert_eq!(b.acquire_session("u1", "s1", 2, TTL).await.unwrap(), SessionGrant::Granted { open: 2 }, "held: a refresh");
-    assert_eq!(a.acquire_session("u2", "s9", 2, TTL).await.unwrap(), SessionGrant::Granted { open: 1 }, "per user");
+    assert_eq!(
+        b.acquire_session("u1", "s1", 2, TTL).await.unwrap(),
+        SessionGrant::Granted { open: 2 },
+        "held: a refresh"
+    );
+    assert_eq!(
+        a.acquire_session("u2", "s9", 2, TTL).await.unwrap(),
+        SessionGrant::Granted { open: 1 },
+        "per user"
+    );
     b.release_session("u1", "s1").await.unwrap();
-    assert_eq!(a.acquire_session("u1", "s3", 2, TTL).await.unwrap(), SessionGrant::Granted { open: 2 });
+    assert_eq!(
+        a.acquire_session("u1", "s3", 2, TTL).await.unwrap(),
+        SessionGrant::Granted { open: 2 }
+    );
 }
 
 async fn a_crashed_pods_sessions_expire_by_themselves(a: &dyn Fair, b: &dyn Fair) {
     let short = Duration::from_millis(300);
-    assert!(matches!(a.acquire_session("u1", "s1", 1, short).await.unwrap(), SessionGrant::Granted { .. }));
-    assert!(matches!(b.acquire_session("u1", "s2", 1, short).await.unwrap(), SessionGrant::AtCap { .. }));
+    assert!(matches!(
+        a.acquire_session("u1", "s1", 1, short).await.unwrap(),
+        SessionGrant::Granted { .. }
+    ));
+    assert!(matches!(
+        b.acquire_session("u1", "s2", 1, short).await.unwrap(),
+        SessionGrant::AtCap { .. }
+    ));
     sleep_ms(450).await; // pod a died: no refresh
-    assert!(matches!(b.acquire_session("u1", "s2", 1, TTL).await.unwrap(), SessionGrant::Granted { open: 1 }));
+    assert!(matches!(
+        b.acquire_session("u1", "s2", 1, TTL).await.unwrap(),
+        SessionGrant::Granted { open: 1 }
+    ));
     assert!(b.refresh_session("u1", "s2", TTL).await.unwrap(), "still held");
     // A session whose lease lapsed (the store was away) is re-added: it is running.
     assert!(!a.refresh_session("u1", "s1", TTL).await.unwrap());
-    assert!(matches!(b.acquire_session("u1", "s3", 2, TTL).await.unwrap(), SessionGrant::AtCap { open: 2, .. }));
+    assert!(matches!(
+        b.acquire_session("u1", "s3", 2, TTL).await.unwrap(),
+        SessionGrant::AtCap { open: 2, .. }
+    ));
 }
 
 async fn leases_never_pass_the_limit_and_commits_refund(a: &dyn Fair, b: &dyn Fair) {
@@ -61,17 +97,29 @@ async fn leases_never_pass_the_limit_and_commits_refund(a: &dyn Fair, b: &dyn Fa
     let limit = Duration::from_secs(100);
     assert_eq!(granted(a.lease("u1", window, limit, CHUNK).await.unwrap()), 30.0);
     assert_eq!(granted(b.lease("u1", window, limit, CHUNK).await.unwrap()), 30.0);
-    assert_eq!(a.lease("u1", window, limit, CHUNK).await.unwrap(), LeaseGrant::Granted { seconds: 30.0, remaining: 10.0 });
+    assert_eq!(
+        a.lease("u1", window, limit, CHUNK).await.unwrap(),
+        LeaseGrant::Granted { seconds: 30.0, remaining: 10.0 }
+    );
     assert_eq!(granted(b.lease("u1", window, limit, CHUNK).await.unwrap()), 10.0, "partial");
-    let LeaseGrant::Exhausted { retry_after } = a.lease("u1", window, limit, CHUNK).await.unwrap() else {
+    let LeaseGrant::Exhausted { retry_after } = a.lease("u1", window, limit, CHUNK).await.unwrap()
+    else {
         panic!("100 s leased")
     };
     assert!(retry_after <= Duration::from_secs(86_400));
     let refund = b.commit("u1", window, Settle { used: 20.0, release: 30.0 }).await.unwrap();
     assert_eq!(refund, 10.0);
-    assert_eq!(granted(a.lease("u1", window, limit, CHUNK).await.unwrap()), 10.0, "the refund is leasable");
+    assert_eq!(
+        granted(a.lease("u1", window, limit, CHUNK).await.unwrap()),
+        10.0,
+        "the refund is leasable"
+    );
     let other = Window { start_ms: window.end_ms, end_ms: window.end_ms + 86_400_000 };
-    assert_eq!(granted(a.lease("u1", other, limit, CHUNK).await.unwrap()), 30.0, "next window is fresh");
+    assert_eq!(
+        granted(a.lease("u1", other, limit, CHUNK).await.unwrap()),
+        30.0,
+        "next window is fresh"
+    );
     assert_eq!(granted(a.lease("u2", window, limit, CHUNK).await.unwrap()), 30.0, "per user");
 }
 
@@ -87,9 +135,15 @@ async fn renewals_settle_keep_the_carry_and_refresh_the_session(a: &dyn Fair, b:
         .unwrap();
     // used 25, leased 5 (carry) → 30 left → all of the chunk.
     assert_eq!(renewed, LeaseGrant::Granted { seconds: 30.0, remaining: 0.0 });
-    assert!(matches!(a.lease("u1", window, limit, CHUNK).await.unwrap(), LeaseGrant::Exhausted { .. }));
+    assert!(matches!(
+        a.lease("u1", window, limit, CHUNK).await.unwrap(),
+        LeaseGrant::Exhausted { .. }
+    ));
     sleep_ms(450).await;
-    assert!(b.refresh_session("u1", "s1", TTL).await.unwrap(), "the renewal refreshed the cap lease");
+    assert!(
+        b.refresh_session("u1", "s1", TTL).await.unwrap(),
+        "the renewal refreshed the cap lease"
+    );
     assert_eq!(a.commit("u1", window, Settle { used: 10.0, release: 35.0 }).await.unwrap(), 25.0);
     assert_eq!(granted(b.lease("u1", window, limit, CHUNK).await.unwrap()), 25.0);
 }
@@ -99,7 +153,10 @@ async fn a_crashed_pods_lease_counts_as_used(a: &dyn Fair, b: &dyn Fair) {
     let limit = Duration::from_secs(30);
     assert_eq!(granted(a.lease("u1", window, limit, CHUNK).await.unwrap()), 30.0);
     // pod a dies without committing.
-    assert!(matches!(b.lease("u1", window, limit, CHUNK).await.unwrap(), LeaseGrant::Exhausted { .. }));
+    assert!(matches!(
+        b.lease("u1", window, limit, CHUNK).await.unwrap(),
+        LeaseGrant::Exhausted { .. }
+    ));
 }
 
 macro_rules! suite {
@@ -148,11 +205,18 @@ async fn redis_keys_are_hash_tagged_and_expire_with_their_window() {
     let expected = i64::try_from(window.expires_at_ms() - WallClock::system().now_ms()).unwrap();
     assert!((pttl - expected).abs() < 5_000, "expires at window end + 1 h: {pttl} vs {expected}");
     let pttl: i64 = server.command(&["PTTL", "hark:{user:7}:sessions"]).parse().unwrap();
-    assert!(pttl > 170_000 && pttl <= 180_000, "the set lives as long as its longest lease: {pttl}");
+    assert!(
+        pttl > 170_000 && pttl <= 180_000,
+        "the set lives as long as its longest lease: {pttl}"
+    );
     // A window whose account has expired keeps nothing.
-    let old = Window { start_ms: window.start_ms - 2 * 86_400_000, end_ms: window.start_ms - 86_400_000 };
+    let old =
+        Window { start_ms: window.start_ms - 2 * 86_400_000, end_ms: window.start_ms - 86_400_000 };
     store.commit("user:7", old, Settle { used: 5.0, release: 0.0 }).await.unwrap();
-    assert_eq!(server.command(&["EXISTS", &format!("hark:{{user:7}}:quota:{}", old.start_secs())]), "0");
+    assert_eq!(
+        server.command(&["EXISTS", &format!("hark:{{user:7}}:quota:{}", old.start_secs())]),
+        "0"
+    );
 }
 
 /// Counts the Redis commands of whole sessions: 10 s and 10 min of real-time
@@ -172,8 +236,17 @@ async fn redis_commands_per_session_are_a_small_constant() {
     session(&store, &ctx, "warm-up", 60).await;
     // INFO commandstats also counts the commands a script runs inside Redis;
     // the round trips are the commands a client sent.
-    const INSIDE_SCRIPTS: &[&str] =
-        &["time", "zremrangebyscore", "zscore", "zcard", "zadd", "zrange", "pexpireat", "hget", "hset"];
+    const INSIDE_SCRIPTS: &[&str] = &[
+        "time",
+        "zremrangebyscore",
+        "zscore",
+        "zcard",
+        "zadd",
+        "zrange",
+        "pexpireat",
+        "hget",
+        "hset",
+    ];
     for (seconds, max_round_trips) in [(10, 4), (600, 25)] {
         server.reset_stats();
         let user = format!("u-{seconds}");
@@ -181,12 +254,18 @@ async fn redis_commands_per_session_are_a_small_constant() {
         let mut stats = server.command_stats();
         stats.remove("config|resetstat");
         let executed: u64 = stats.values().sum();
-        let round_trips: u64 =
-            stats.iter().filter(|(name, _)| !INSIDE_SCRIPTS.contains(&name.as_str())).map(|(_, n)| n).sum();
+        let round_trips: u64 = stats
+            .iter()
+            .filter(|(name, _)| !INSIDE_SCRIPTS.contains(&name.as_str()))
+            .map(|(_, n)| n)
+            .sum();
         eprintln!(
             "redis for a {seconds} s session: {round_trips} round trips, {executed} commands executed: {stats:?}"
         );
-        assert!(round_trips <= max_round_trips, "{seconds} s session: {round_trips} round trips: {stats:?}");
+        assert!(
+            round_trips <= max_round_trips,
+            "{seconds} s session: {round_trips} round trips: {stats:?}"
+        );
         assert!(executed <= 10 * round_trips, "scripts stay small: {stats:?}");
         assert!(!stats.contains_key("script|load"), "scripts stay loaded: {stats:?}");
     }
@@ -197,10 +276,18 @@ async fn redis_commands_per_session_are_a_small_constant() {
 /// commit, release. Returns nothing; the server counts.
 async fn session(store: &hark_store::RedisStore, ctx: &QuotaContext, uid: &str, seconds: u32) {
     let session_id = format!("{uid}-session");
-    assert!(matches!(store.acquire_session(uid, &session_id, 3, TTL).await.unwrap(), SessionGrant::Granted { .. }));
-    let mut account = QuotaAccount::open(ctx.clone(), uid, Duration::from_secs(3_600), Some((session_id.clone(), TTL)))
-        .await
-        .unwrap();
+    assert!(matches!(
+        store.acquire_session(uid, &session_id, 3, TTL).await.unwrap(),
+        SessionGrant::Granted { .. }
+    ));
+    let mut account = QuotaAccount::open(
+        ctx.clone(),
+        uid,
+        Duration::from_secs(3_600),
+        Some((session_id.clone(), TTL)),
+    )
+    .await
+    .unwrap();
     let mut last_refresh_s = 0;
     for second in 1..=seconds {
         for _ in 0..50 {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use hark_store::quota::QuotaWindow;
 use hark_store::testing::RedisServer;
-use hark_store::{BudgetConfig, QuotaStore, RedisConfig, RedisStore, SessionCap, StoreError, WallClock};
+use hark_store::{
+    BudgetConfig, QuotaStore, RedisConfig, RedisStore, SessionCap, StoreError, WallClock,
+};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 fn gauge(rendered: &str, series: &str) -> Option<f64> {
@@ -31,7 +33,11 @@ async fn redis_outage_opens_the_breaker_and_recovery_reloads_the_scripts() {
 
     let mut server = RedisServer::start();
     let timeout = Duration::from_millis(250);
-    let budget = BudgetConfig { timeout, failure_threshold: NonZeroU32::new(3).unwrap(), cooldown: Duration::from_millis(500) };
+    let budget = BudgetConfig {
+        timeout,
+        failure_threshold: NonZeroU32::new(3).unwrap(),
+        cooldown: Duration::from_millis(500),
+    };
     let store = RedisStore::new(RedisConfig { budget, ..RedisConfig::new(server.url()) }).unwrap();
     let window = QuotaWindow::DAY.containing(WallClock::system().now_ms());
     let limit = Duration::from_secs(3600);
@@ -48,7 +54,11 @@ async fn redis_outage_opens_the_breaker_and_recovery_reloads_the_scripts() {
         let started = Instant::now();
         let error = store.lease("u1", window, limit, chunk).await.unwrap_err();
         assert!(error.is_outage(), "{error}");
-        assert!(started.elapsed() < timeout + Duration::from_millis(100), "within its budget: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < timeout + Duration::from_millis(100),
+            "within its budget: {:?}",
+            started.elapsed()
+        );
     }
     assert!(!store.budget().is_up());
     assert_eq!(gauge(&metrics.render(), up), Some(0.0), "running on local state");
@@ -72,7 +82,11 @@ async fn redis_outage_opens_the_breaker_and_recovery_reloads_the_scripts() {
     assert!(store.budget().is_up());
     assert_eq!(gauge(&metrics.render(), up), Some(1.0));
     let stats = server.command_stats();
-    assert_eq!(stats.get("script|load"), Some(&1), "NOSCRIPT answered by loading the script: {stats:?}");
+    assert_eq!(
+        stats.get("script|load"),
+        Some(&1),
+        "NOSCRIPT answered by loading the script: {stats:?}"
+    );
     // Other scripts load on their first use too.
     store.acquire_session("u1", "s1", 2, Duration::from_secs(60)).await.unwrap();
     assert_eq!(server.command_stats().get("script|load"), Some(&2));
@@ -82,5 +96,8 @@ async fn redis_outage_opens_the_breaker_and_recovery_reloads_the_scripts() {
     let failed = counter(&rendered, r#"store="redis",op="quota_lease",result="error""#)
         + counter(&rendered, r#"store="redis",op="quota_lease",result="timeout""#);
     assert!(failed >= 3, "{rendered}");
-    assert!(counter(&rendered, r#"store="redis",op="session_acquire",result="rejected""#) >= 1, "{rendered}");
+    assert!(
+        counter(&rendered, r#"store="redis",op="session_acquire",result="rejected""#) >= 1,
+        "{rendered}"
+    );
 }

@@ -94,7 +94,7 @@ impl SharedOutbox for PgStore {
             }
             // RETURNING has no order; hand them out oldest due first.
             let mut paired: Vec<_> = order.into_iter().zip(claimed).collect();
-            paired.sort_by(|a, b| a.0.cmp(&b.0));
+            paired.sort_by_key(|(order, _)| *order);
             Ok(paired.into_iter().map(|(_, c)| c).collect())
         })
         .await
