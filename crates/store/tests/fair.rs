@@ -313,3 +313,49 @@ async fn memory_twin_quota_accounts_are_inspectable() {
     store.lease("u", window, Duration::from_secs(60), CHUNK).await.unwrap();
     assert_eq!(store.quota_account("u", window), Some((0.0, 30.0)));
 }
+
+/// A server whose test process was killed (so its drop never ran) is stopped and
+/// deleted by the next start, and cannot block a later run.
+#[tokio::test]
+async fn a_stale_server_of_a_dead_test_process_is_reaped() {
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let dir = std::env::temp_dir().join(format!("hark-redis-stale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let pidfile = dir.join("redis.pid");
+    let mut stale = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pidfile.exists() {
+        assert!(std::time::Instant::now() < deadline, "the stale server did not start");
+        sleep_ms(20).await;
+    }
+    std::fs::write(dir.join("owner"), format!("{dead_pid} 1")).unwrap();
+
+    let _fresh = RedisServer::start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while stale.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the stale server is still running");
+        sleep_ms(20).await;
+    }
+    assert!(!dir.exists(), "its directory is gone");
+}

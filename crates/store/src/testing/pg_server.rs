@@ -36,7 +36,7 @@ impl PgServer {
         let bin = find_bin();
         let as_postgres = is_root();
         let dir = tempfile::Builder::new().prefix(PREFIX).tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("owner"), reaper::owner_stamp()).expect("owner stamp");
+        reaper::stamp_owner(dir.path());
         if as_postgres {
             chown_to_postgres(dir.path());
         }

@@ -5,10 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-/// `"<pid> <start time>"` of this process, as written into `owner`.
-pub(super) fn owner_stamp() -> String {
+/// Writes `owner` into a new server directory: `"<pid> <start time>"` of this
+/// process, renamed into place so a concurrent reaper never reads half of it.
+pub(super) fn stamp_owner(dir: &Path) {
     let pid = std::process::id();
-    format!("{pid} {}", start_time(pid).unwrap_or_default())
+    let stamp = format!("{pid} {}", start_time(pid).unwrap_or_default());
+    let partial = dir.join("owner.partial");
+    std::fs::write(&partial, stamp).expect("owner stamp");
+    std::fs::rename(&partial, dir.join("owner")).expect("owner stamp");
 }
 
 /// Start time of a process (field 22 of `/proc/<pid>/stat`), if it exists.
@@ -24,9 +28,11 @@ fn owner_alive(dir: &Path) -> bool {
         // No stamp yet: a server being set up right now. Leave it.
         return true;
     };
+    // Only a stamp that names a process which is gone (or was replaced: another
+    // start time) is stale; anything unreadable is left alone.
     let mut parts = stamp.split_whitespace();
-    let (Some(pid), Some(started)) = (parts.next(), parts.next()) else { return false };
-    let Ok(pid) = pid.parse::<u32>() else { return false };
+    let (Some(pid), Some(started)) = (parts.next(), parts.next()) else { return true };
+    let Ok(pid) = pid.parse::<u32>() else { return true };
     start_time(pid).is_some_and(|now| now == started)
 }
 

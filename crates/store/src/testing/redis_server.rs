@@ -38,7 +38,7 @@ impl RedisServer {
         reap();
         let bin = find_bin();
         let dir = tempfile::Builder::new().prefix(PREFIX).tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("owner"), reaper::owner_stamp()).expect("owner stamp");
+        reaper::stamp_owner(dir.path());
         let mut server = Self { dir, bin, port: 0, child: None };
         for attempt in 0..5 {
             server.port = free_port();
@@ -162,7 +162,7 @@ impl RedisServer {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn();
         let mut child = match child {
             Ok(child) => child,
@@ -170,7 +170,13 @@ impl RedisServer {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
+            if let Ok(Some(status)) = child.try_wait() {
+                // Most often the port was taken meanwhile; say what it said.
+                let mut out = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    let _ = stderr.read_to_string(&mut out);
+                }
+                eprintln!("redis-server on port {port} exited ({status}): {out}{}", self.log());
                 return false;
             }
             if self.answers_ping() {
