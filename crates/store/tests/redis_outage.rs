@@ -30,6 +30,9 @@ async fn redis_outage_opens_the_breaker_and_recovery_reloads_the_scripts() {
     let recorder = PrometheusBuilder::new().build_recorder();
     let metrics = recorder.handle();
     metrics::set_global_recorder(recorder).expect("first recorder in this binary");
+    hark_store::metrics::register(hark_store::StoreKind::Redis);
+    let zero = r#"hark_store_calls_total{store="redis",op="quota_renew",result="timeout"} 0"#;
+    assert!(metrics.render().contains(zero), "registered at zero: {}", metrics.render());
 
     let mut server = RedisServer::start();
     let timeout = Duration::from_millis(250);
