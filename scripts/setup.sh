@@ -22,6 +22,11 @@ PACKAGES=(
     pocketsphinx
     # test audio with transcripts (goforward.raw, librivox/).
     pocketsphinx-testdata
+    # hark-store's tests (and the gateway's and hark's, through its `testing`
+    # feature) run real engines: initdb/pg_ctl under /usr/lib/postgresql/*/bin,
+    postgresql
+    # and redis-server. Each test starts its own server in a temp dir.
+    redis-server
 )
 
 # Package lists younger than this are used as they are.
