@@ -25,6 +25,11 @@ use hark_gateway::config::{
 #[derive(Debug, Parser)]
 #[command(name = "hark", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
+    /// Whether `--stt-url` came from the command line or the environment (not its
+    /// default): it selects the Deepgram-compatible engine. Set by [`Cli::parse_args`].
+    #[arg(skip)]
+    pub stt_url_given: bool,
+
     /// Address for app clients (WebSocket /v4/listen).
     #[arg(long, env = "HARK_LISTEN", default_value = "127.0.0.1:8080", help_heading = "Listeners")]
     pub listen: SocketAddr,
@@ -347,6 +352,28 @@ fn check(ok: bool, message: impl FnOnce() -> String) -> Result<(), Invalid> {
 }
 
 impl Cli {
+    /// Parses the process's arguments and environment, noting which values were
+    /// given rather than defaulted (clap's `value_source`).
+    pub fn parse_args() -> Result<Self, clap::Error> {
+        Self::parse_args_from(std::env::args_os())
+    }
+
+    /// [`Cli::parse_args`] over the given arguments (the first is the program name).
+    pub fn parse_args_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        cli.stt_url_given = !matches!(
+            matches.value_source("stt_url"),
+            None | Some(clap::parser::ValueSource::DefaultValue)
+        );
+        Ok(cli)
+    }
+
     /// Validates cross-flag rules and builds the gateway configuration.
     pub fn into_config(self) -> Result<GatewayConfig, Invalid> {
         let zero = Duration::ZERO;
@@ -434,9 +461,7 @@ impl Cli {
             .stt_api_key
             .clone()
             .or_else(|| std::env::var("DEEPGRAM_API_KEY").ok().filter(|k| !k.is_empty()));
-        let url_given = std::env::args().any(|a| a.starts_with("--stt-url"))
-            || std::env::var_os("HARK_STT_URL").is_some();
-        let kind = self.stt.unwrap_or(if api_key.is_some() || url_given {
+        let kind = self.stt.unwrap_or(if api_key.is_some() || self.stt_url_given {
             SttKind::Deepgram
         } else {
             SttKind::Local
@@ -513,5 +538,33 @@ impl Cli {
             },
             drain_timeout: self.drain_timeout,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(args: &[&str]) -> SttConfig {
+        let cli = Cli::parse_args_from(std::iter::once("hark").chain(args.iter().copied()))
+            .expect("valid arguments");
+        cli.into_config().expect("valid config").stt
+    }
+
+    #[test]
+    fn an_explicit_stt_url_selects_the_deepgram_engine_and_the_default_does_not() {
+        // The default URL is Deepgram's own, so only a URL that was *given* (flag or
+        // environment, clap's value_source) may select the engine.
+        std::env::remove_var("HARK_STT_URL");
+        std::env::remove_var("DEEPGRAM_API_KEY");
+        assert!(matches!(engine(&[]), SttConfig::Local { .. }));
+        assert!(matches!(
+            engine(&["--stt-url", "ws://127.0.0.1:7001/v1/listen"]),
+            SttConfig::Deepgram { .. }
+        ));
+        assert!(matches!(
+            engine(&["--stt-url=ws://127.0.0.1:7001/v1/listen"]),
+            SttConfig::Deepgram { .. }
+        ));
     }
 }

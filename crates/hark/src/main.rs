@@ -5,7 +5,6 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use hark_gateway::config::SttConfig;
 use hark_gateway::Gateway;
 use tracing_subscriber::EnvFilter;
@@ -19,7 +18,7 @@ const EXIT_START: u8 = 69;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::parse_args() {
         Ok(cli) => cli,
         Err(error) => {
             use clap::error::ErrorKind;
