@@ -150,6 +150,9 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     /// Time given to live sessions on SIGTERM before the process exits.
     pub drain_timeout: Duration,
+    /// `--database-url`: Postgres for the shared outbox and parked conversations;
+    /// `None` keeps both in this process (and the outbox on its disk).
+    pub database_url: Option<String>,
 }
 
 impl GatewayConfig {
@@ -203,6 +206,7 @@ impl GatewayConfig {
             },
             auth: AuthConfig::None,
             drain_timeout: Duration::from_secs(30),
+            database_url: None,
         }
     }
 }

@@ -10,6 +10,8 @@ pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod connect;
+pub mod continuity;
+pub mod fallback;
 pub mod listener;
 pub mod metrics;
 pub mod outbox;
@@ -34,10 +36,14 @@ use tokio_util::task::TaskTracker;
 use crate::admission::Admission;
 use crate::config::GatewayConfig;
 use crate::connect::{Connector, NetConnector};
+use crate::continuity::Continuity;
+use crate::fallback::Fallback;
 use crate::outbox::drainer::{Drainer, ReplaySink};
+use crate::outbox::shared::{Promoter, SharedDrainer};
 use crate::outbox::Outbox;
 use crate::pusher::PusherShared;
 use crate::stt::SttBackend;
+use hark_store::{ExpiredParking, MemoryStore, SharedOutbox, WallClock};
 
 /// What every session on this process shares.
 pub struct Shared {
@@ -47,8 +53,13 @@ pub struct Shared {
     pub stt: SttBackend,
     /// Pusher breaker, ramp and timings; `None` without `--pusher-url`.
     pub pusher: Option<Arc<PusherShared>>,
-    /// The fallback outbox.
+    /// The local fallback outbox (the staging area when a database is configured).
     pub outbox: Arc<Outbox>,
+    /// The fallback path: the shared outbox (Postgres) when configured, else local.
+    pub fallback: Arc<Fallback>,
+    /// Where sessions park open conversations (always on: in Postgres with
+    /// `--database-url`, else in this process).
+    pub continuity: Option<Arc<Continuity>>,
     /// Session limits and drain state.
     pub admission: Arc<Admission>,
     /// Cancelled when the process starts draining.
@@ -99,6 +110,9 @@ pub enum StartError {
     /// The JWT secret or JWKS could not be loaded.
     #[error("authentication: {0}")]
     Auth(#[from] auth::AuthSetupError),
+    /// `--database-url` is unusable (it does not parse).
+    #[error("database: {0}")]
+    Database(hark_store::StoreError),
     /// A resilience parameter is invalid.
     #[error("invalid reconnect backoff: {0}")]
     Backoff(#[from] hark_resilience::backoff::BackoffError),
@@ -135,6 +149,39 @@ impl Gateway {
                 dir: config.outbox.dir.display().to_string(),
                 source,
             })?;
+        // The shared engine: built without I/O, so a pod starts (and serves on local
+        // state) while Postgres is down; the schema is brought up to date by the
+        // first call that reaches it.
+        let database = match &config.database_url {
+            Some(url) => {
+                hark_store::metrics::register(hark_store::StoreKind::Postgres);
+                let store = hark_store::PgStore::new(hark_store::PgConfig::new(url.clone()))
+                    .map_err(StartError::Database)?;
+                if let Err(error) = store.ensure_schema().await {
+                    tracing::warn!(%error, "database unavailable at start: serving on local state until it answers");
+                }
+                Some(store)
+            }
+            None => None,
+        };
+        let shared_outbox: Option<Arc<dyn SharedOutbox>> =
+            database.clone().map(|store| Arc::new(store) as Arc<dyn SharedOutbox>);
+        let fallback = Arc::new(Fallback::new(outbox.clone(), shared_outbox.clone()));
+        let pod = pod_name();
+        let continuity = Arc::new(match &database {
+            Some(store) => {
+                Continuity::shared(Arc::new(store.clone()), fallback.clone(), pod.clone())
+            }
+            None => Continuity::in_process(
+                Arc::new(MemoryStore::with_options(
+                    IN_PROCESS_PARKING,
+                    ExpiredParking::ToCaller,
+                    WallClock::system(),
+                )),
+                fallback.clone(),
+                pod.clone(),
+            ),
+        });
         let client = bind_clients(config.listen)
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let admin = TcpListener::bind(config.admin_listen)
@@ -168,7 +215,7 @@ impl Gateway {
                         Some(p.reconnect_max_attempts),
                         Backoff::new(p.reconnect_base, p.reconnect_max)?,
                     ),
-                    outbox: outbox.clone(),
+                    fallback: fallback.clone(),
                 }))
             }
             None => None,
@@ -192,15 +239,36 @@ impl Gateway {
                 Backoff::new(Duration::from_secs(1), Duration::from_secs(60))?,
             ),
         };
-        let drainer = Drainer::new(
-            outbox.clone(),
-            sink,
-            replay_breaker,
-            config.outbox.replay_rate,
-            replay_policy,
-            stop.clone(),
-        );
-        background.spawn(drainer.run());
+        match &shared_outbox {
+            // With a database, local records are only staged: the promoter moves
+            // them to Postgres, and every pod's drainer delivers from there.
+            Some(shared) => {
+                let drainer = SharedDrainer::new(
+                    shared.clone(),
+                    pod.clone(),
+                    sink,
+                    replay_breaker,
+                    config.outbox.replay_rate,
+                    replay_policy,
+                    stop.clone(),
+                );
+                background.spawn(drainer.run());
+                background.spawn(Promoter::new(outbox.clone(), shared.clone()).run(stop.clone()));
+                background.spawn(outbox::shared::publish_stats(shared.clone(), stop.clone()));
+            }
+            None => {
+                let drainer = Drainer::new(
+                    outbox.clone(),
+                    sink,
+                    replay_breaker,
+                    config.outbox.replay_rate,
+                    replay_policy,
+                    stop.clone(),
+                );
+                background.spawn(drainer.run());
+            }
+        }
+        background.spawn(continuity.clone().run_sweeper(stop.clone()));
         background.spawn(metrics::runtime_lag_probe(stop.clone()));
 
         let jwt = match jwt {
@@ -218,6 +286,8 @@ impl Gateway {
             stt,
             pusher,
             outbox,
+            fallback,
+            continuity: Some(continuity),
             admission: admission.clone(),
             drain: CancellationToken::new(),
             auth: jwt,
@@ -283,6 +353,23 @@ impl Gateway {
             Ok(()) => 0,
             Err(_) => self.shared.admission.active(),
         };
+        // Nothing may stay behind in this process: without a database what is
+        // parked here is handed off now; with one, records this pod had to keep on
+        // its disk are promoted to Postgres, within what is left of the deadline.
+        let leftovers = async {
+            if let Some(continuity) = &self.shared.continuity {
+                continuity.hand_off_all().await;
+            }
+            if let Some(shared) = self.shared.fallback.shared() {
+                Promoter::new(self.shared.outbox.clone(), shared.clone()).promote_all().await;
+            }
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left.max(Duration::from_secs(1)), leftovers).await.is_err() {
+            tracing::warn!(
+                "shutdown deadline reached before every parked or local record was handed on"
+            );
+        }
         self.stop.cancel();
         self.background.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.background.wait()).await;
@@ -293,6 +380,19 @@ impl Gateway {
     pub async fn shutdown(self) -> usize {
         self.drain();
         self.wait().await
+    }
+}
+
+/// Conversations the in-process parking lot holds (no database): beyond it a
+/// session's open conversation is handed off at once instead of parked.
+const IN_PROCESS_PARKING: usize = 10_000;
+
+/// This pod's name in shared-outbox and parking claims: Kubernetes sets
+/// `HOSTNAME` to the pod's name; elsewhere the host name and process id.
+fn pod_name() -> String {
+    match std::env::var("HOSTNAME") {
+        Ok(name) if !name.is_empty() => name,
+        _ => format!("hark-{}", std::process::id()),
     }
 }
 

@@ -53,6 +53,12 @@ pub const OUTBOX_QUARANTINED: &str = "hark_outbox_quarantined_total";
 pub const OUTBOX_WRITE_ERRORS: &str = "hark_outbox_write_errors_total";
 /// Records the outbox refused because it was full (each logged in full).
 pub const OUTBOX_REFUSED: &str = "hark_outbox_refused_total";
+/// Records pending in the shared outbox, fleet-wide (`--database-url`).
+pub const SHARED_OUTBOX_PENDING: &str = "hark_shared_outbox_pending";
+/// Age of the oldest undelivered shared-outbox record, fleet-wide.
+pub const SHARED_OUTBOX_OLDEST: &str = "hark_shared_outbox_oldest_seconds";
+/// Shared-outbox records this pod claimed for delivery.
+pub const SHARED_OUTBOX_CLAIMS: &str = "hark_shared_outbox_claims_total";
 /// Refused bearer tokens by `reason` (detail of `hark_session_rejections_total{reason="auth"}`).
 pub const AUTH_FAILURES: &str = "hark_auth_failures_total";
 /// JWKS URL fetches by `result` (ok, not_modified, error, timeout).
@@ -117,6 +123,21 @@ fn describe() {
     describe_gauge!(OUTBOX_RECORDS, "Pending fallback records.");
     describe_gauge!(OUTBOX_BYTES, "Bytes of pending fallback records.");
     describe_gauge!(OUTBOX_MAX_BYTES, "Configured outbox capacity in bytes.");
+    describe_gauge!(SHARED_OUTBOX_PENDING, "Records pending in the shared outbox, fleet-wide.");
+    describe_gauge!(
+        SHARED_OUTBOX_OLDEST,
+        Unit::Seconds,
+        "Age of the oldest undelivered shared-outbox record, fleet-wide."
+    );
+    describe_counter!(SHARED_OUTBOX_CLAIMS, "Shared-outbox records this pod claimed.");
+    describe_gauge!(
+        hark_store::metrics::CONVERSATIONS_PARKED,
+        "Open conversations waiting for their user to reconnect."
+    );
+    describe_counter!(
+        hark_store::metrics::CONVERSATIONS_RESUMED,
+        "Conversations resumed by a later session."
+    );
     describe_counter!(OUTBOX_REPLAYED, "Outbox deliveries by result.");
     describe_counter!(OUTBOX_QUARANTINED, "Corrupt outbox files moved to quarantine.");
     describe_counter!(OUTBOX_WRITE_ERRORS, "Outbox writes that failed on a filesystem error.");
@@ -141,6 +162,11 @@ fn describe() {
 /// process exports all of them: "0 rejections" answers a question, a missing
 /// series does not, and rate() over a series that appears late loses its first step.
 fn register_zeroes() {
+    metrics::gauge!(SHARED_OUTBOX_PENDING).set(0.0);
+    metrics::gauge!(SHARED_OUTBOX_OLDEST).set(0.0);
+    metrics::counter!(SHARED_OUTBOX_CLAIMS).absolute(0);
+    metrics::gauge!(hark_store::metrics::CONVERSATIONS_PARKED).set(0.0);
+    metrics::counter!(hark_store::metrics::CONVERSATIONS_RESUMED).absolute(0);
     for outcome in [
         "client_closed",
         "client_gone",

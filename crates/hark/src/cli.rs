@@ -186,6 +186,12 @@ pub struct Cli {
     #[arg(long, env = "HARK_FALLBACK_URL", help_heading = "Fallback path")]
     pub fallback_url: Option<String>,
 
+    /// Postgres URL (postgres://user:pass@host:5432/db?sslmode=…) for the fleet's
+    /// shared outbox and parked conversations, so no pod's disk holds the only
+    /// copy. Unset: both stay in this process (the outbox on --outbox-dir).
+    #[arg(long, env = "HARK_DATABASE_URL", hide_env_values = true, help_heading = "Fallback path")]
+    pub database_url: Option<String>,
+
     /// Open sessions per process; more get 503 + Retry-After.
     #[arg(long, env = "HARK_MAX_SESSIONS", default_value = "1000", help_heading = "Limits")]
     pub max_sessions: NonZeroUsize,
@@ -537,6 +543,7 @@ impl Cli {
                 }),
             },
             drain_timeout: self.drain_timeout,
+            database_url: self.database_url,
         })
     }
 }

@@ -107,6 +107,17 @@ impl MemoryStore {
         self.clock
     }
 
+    /// Takes every parked conversation, live or not, as finished records: a pod
+    /// without Postgres that is shutting down hands them to its disk outbox, since
+    /// nothing would be left to resume them from this process.
+    pub fn take_all_parked(&self) -> Vec<ConversationRecord> {
+        let mut state = self.lock();
+        let records: Vec<ConversationRecord> =
+            state.parked.drain().map(|(_, parked)| parked.conversation.into_record()).collect();
+        metrics::gauge!(CONVERSATIONS_PARKED).set(0.0);
+        records
+    }
+
     /// The quota account of `uid` in `window` as (used, leased) seconds (tests).
     pub fn quota_account(&self, uid: &str, window: Window) -> Option<(f64, f64)> {
         let state = self.lock();

@@ -9,51 +9,19 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use hark_proto::ConversationRecord;
 use hark_resilience::breaker::{Breaker, BreakerState};
 use hark_resilience::reconnect::{Attempts, Next, ReconnectPolicy};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio_util::sync::CancellationToken;
 
+pub use super::deliver::{Delivery, ReplaySink};
 use super::{Entry, Outbox, OutboxError};
-use crate::config::PusherConfig;
-use crate::connect::Connector;
 use crate::metrics::OUTBOX_REPLAYED;
-use crate::pusher::conn::PusherConn;
-use crate::pusher::dial::{dial, dial_reported, listen_url};
 
-/// How long a replay waits for its 201 or HTTP answer.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rescan the directory this often even without a wake-up (records restored by an
 /// operator, say).
 const RESCAN: Duration = Duration::from_secs(30);
-
-/// Where records are delivered.
-#[derive(Clone)]
-pub enum ReplaySink {
-    /// Replay to pusher over its WebSocket protocol, dialing through the connector.
-    Pusher(PusherConfig, Arc<dyn Connector>),
-    /// POST the record as JSON with `Idempotency-Key: <conversation_id>`.
-    Http(String),
-    /// No destination configured: keep records on disk (an operator delivers them).
-    None,
-}
-
-/// Outcome of one delivery.
-#[derive(Debug)]
-enum Delivery {
-    /// Accepted; delete the record.
-    Accepted,
-    /// Refused for good (201 with an error, HTTP 4xx); quarantine it.
-    Rejected(String),
-    /// Try again later.
-    Failed(String),
-}
 
 /// The drainer task's state.
 pub struct Drainer {
@@ -150,13 +118,7 @@ impl Drainer {
                 return None;
             }
         };
-        let delivery = match &self.sink {
-            ReplaySink::Pusher(config, connector) => {
-                self.replay_to_pusher(config, &**connector, &record).await
-            }
-            ReplaySink::Http(url) => post(url, &record).await,
-            ReplaySink::None => return None,
-        };
+        let delivery = self.sink.deliver(&record, self.breaker.as_ref()).await?;
         match &delivery {
             Delivery::Accepted => {
                 if let Err(error) = self.outbox.remove(entry).await {
@@ -187,68 +149,5 @@ impl Drainer {
             () = self.shutdown.cancelled() => false,
             closed = state.wait_for(|s| *s == BreakerState::Closed) => closed.is_ok(),
         }
-    }
-
-    async fn replay_to_pusher(
-        &self,
-        config: &PusherConfig,
-        connector: &dyn Connector,
-        record: &ConversationRecord,
-    ) -> Delivery {
-        let url = listen_url(&config.url, &record.uid, record.sample_rate);
-        let dialed = match &self.breaker {
-            Some(breaker) => {
-                if breaker.allow().is_err() {
-                    return Delivery::Failed("breaker open".into());
-                }
-                dial_reported(connector, &url, config, breaker).await
-            }
-            None => dial(connector, &url, config).await,
-        };
-        let mut conn = match dialed {
-            Ok(conn) => PusherConn::new(conn),
-            Err(error) => return Delivery::Failed(error.to_string()),
-        };
-        let outcome = match conn.hand_over(record, DELIVERY_TIMEOUT).await {
-            Ok(ack) if ack.is_success() => Delivery::Accepted,
-            Ok(ack) => Delivery::Rejected(ack.error.unwrap_or_else(|| "success=false".into())),
-            Err(reason) => Delivery::Failed(reason),
-        };
-        conn.close(Duration::from_secs(1)).await;
-        outcome
-    }
-}
-
-/// POSTs a record to the HTTP fallback sink.
-async fn post(url: &str, record: &ConversationRecord) -> Delivery {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let body = Bytes::from(serde_json::to_vec(record).expect("records always serialize"));
-    let request = match http::Request::post(url)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header("Idempotency-Key", &record.conversation_id)
-        .body(Full::new(body))
-    {
-        Ok(request) => request,
-        Err(error) => return Delivery::Rejected(format!("bad --fallback-url: {error}")),
-    };
-    let answer = async {
-        let response = client.request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        // Drain the body so the connection can be reused.
-        let _ = response.into_body().collect().await;
-        Ok::<_, String>(status)
-    };
-    match tokio::time::timeout(DELIVERY_TIMEOUT, answer).await {
-        Ok(Ok(status)) if status.is_success() => Delivery::Accepted,
-        Ok(Ok(status))
-            if status.is_client_error()
-                && status != http::StatusCode::REQUEST_TIMEOUT
-                && status != http::StatusCode::TOO_MANY_REQUESTS =>
-        {
-            Delivery::Rejected(format!("HTTP {status}"))
-        }
-        Ok(Ok(status)) => Delivery::Failed(format!("HTTP {status}")),
-        Ok(Err(error)) => Delivery::Failed(error),
-        Err(_) => Delivery::Failed(format!("no answer within {DELIVERY_TIMEOUT:?}")),
     }
 }

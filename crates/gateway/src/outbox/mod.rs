@@ -9,8 +9,10 @@
 //! File layout: `HARKOBX1` magic, `u32` LE payload length, `u32` LE CRC-32 of the
 //! payload, then the payload: the record as JSON.
 
+pub mod deliver;
 pub mod drainer;
 pub mod format;
+pub mod shared;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

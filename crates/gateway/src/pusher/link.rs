@@ -601,7 +601,7 @@ impl PusherLink {
         let conversation_id = record.conversation_id.clone();
         // The outbox logs the full record and counts a refusal (full, I/O error);
         // the client is not told it was created, because it was not.
-        if self.shared.outbox.write(&record).await.is_ok() {
+        if self.shared.fallback.write(&record).await.is_ok() {
             metrics::counter!(CONVERSATIONS, "via" => "fallback").increment(1);
             self.emit(LinkEvent::HandedOff { conversation_id, via: Via::Fallback }).await;
         }

@@ -14,7 +14,7 @@ use hark_resilience::reconnect::ReconnectPolicy;
 
 use crate::config::PusherConfig;
 use crate::connect::Connector;
-use crate::outbox::Outbox;
+use crate::fallback::Fallback;
 
 /// What every session's pusher link shares with the others on this process.
 pub struct PusherShared {
@@ -30,5 +30,5 @@ pub struct PusherShared {
     /// backoff between `--reconnect-base` and `--reconnect-max`, then degraded.
     pub policy: ReconnectPolicy,
     /// Where conversations go when pusher cannot take them.
-    pub outbox: Arc<Outbox>,
+    pub fallback: Arc<Fallback>,
 }

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::fallback::Fallback;
 use crate::metrics::{CONVERSATIONS, PUSHER_DROPPED_BYTES, PUSHER_DROPPED_FRAMES};
-use crate::outbox::Outbox;
 use crate::pusher::link::{LinkCommand, LinkEvent, PusherLink};
 use crate::Shared;
 
@@ -33,8 +33,8 @@ pub struct Handoff {
     /// Outbox writes made by the session itself; each yields the conversation id
     /// once the record is durable (`None`: the outbox refused it, and logged it).
     writes: JoinSet<Option<String>>,
-    /// The fallback outbox.
-    outbox: Arc<Outbox>,
+    /// The fallback path.
+    fallback: Arc<Fallback>,
 }
 
 impl Handoff {
@@ -48,7 +48,7 @@ impl Handoff {
             shared.tasks.spawn(link.run());
             Link { commands, events }
         });
-        Self { link, writes: JoinSet::new(), outbox: shared.outbox.clone() }
+        Self { link, writes: JoinSet::new(), fallback: shared.fallback.clone() }
     }
 
     /// Sends a command the link may drop (audio, live segments): `false` when the
@@ -86,9 +86,9 @@ impl Handoff {
             }
             None => record,
         };
-        let outbox = self.outbox.clone();
+        let fallback = self.fallback.clone();
         self.writes.spawn(async move {
-            outbox.write(&record).await.ok().map(|()| {
+            fallback.write(&record).await.ok().map(|_| {
                 metrics::counter!(CONVERSATIONS, "via" => "fallback").increment(1);
                 record.conversation_id
             })

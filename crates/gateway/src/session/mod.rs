@@ -152,6 +152,7 @@ impl Session {
         stream: &mut SplitStream<WebSocketStream<crate::ws::ClientIo>>,
     ) -> Outcome {
         self.status(ServiceStatus::Initiating, "session accepted");
+        self.resume_parked().await;
         self.status(ServiceStatus::SttInitiating, "connecting to speech recognition");
         let stt = self.shared.stt.open(
             &self.params.language,
@@ -305,8 +306,11 @@ impl Session {
                 }
             }
         }
-        // 2. End the conversation; 3. let the link (and the outbox) take everything.
-        self.end_conversation();
+        // 2. Park the conversation for the user's next session, or end it; 3. let
+        //    the link (and the fallback path) take everything.
+        if !self.park(outcome).await {
+            self.end_conversation();
+        }
         for event in self.handoff.finish(self.shared.end_by(LINK_FLUSH)).await {
             self.on_link_event(event);
         }
@@ -315,6 +319,46 @@ impl Session {
             self.client.close(code, reason);
         }
         outcome
+    }
+
+    /// Continues the user's parked conversation, if there is exactly one.
+    async fn resume_parked(&mut self) {
+        let Some(continuity) = self.shared.continuity.clone() else { return };
+        let Some(parked) = continuity.resume(&self.who.uid).await else { return };
+        let (conversation, remaining) = Conversation::resumed(parked);
+        tracing::info!(session = %self.who.session_id, conversation = %conversation.id, segments = conversation.len(), "conversation resumed");
+        // Starting afresh, the session's first conversation had no transcript yet.
+        self.conversation = conversation;
+        self.conversation_deadline = Some(Instant::now() + remaining);
+    }
+
+    /// Parks the open conversation when the session ends before it does. `false`
+    /// when there is nothing to park, this end must hand it off (a drain without a
+    /// database), or the lot refused it.
+    async fn park(&mut self, outcome: Outcome) -> bool {
+        let Some(continuity) = self.shared.continuity.clone() else { return false };
+        if self.conversation.is_empty() || (outcome == Outcome::Drained && !continuity.durable()) {
+            return false;
+        }
+        let conversation =
+            std::mem::replace(&mut self.conversation, Conversation::new(self.audio_position));
+        let parked = conversation.into_parked(
+            &self.who.uid,
+            &self.params.language,
+            self.params.sample_rate,
+            &self.who.session_id,
+            self.params.conversation_timeout,
+        );
+        let parked_ok = continuity.park(&parked).await;
+        if parked_ok {
+            tracing::info!(session = %self.who.session_id, conversation = %parked.conversation_id, "conversation parked for the user's next session");
+            self.conversation_deadline = None;
+        } else {
+            // Put it back: `end_conversation` hands it off.
+            let (conversation, _) = Conversation::resumed(parked);
+            self.conversation = conversation;
+        }
+        parked_ok
     }
 
     fn on_audio(&mut self, data: Bytes, stt: &mpsc::Sender<Bytes>) {

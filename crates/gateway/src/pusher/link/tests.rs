@@ -83,7 +83,7 @@ async fn rig(default: Fault, threshold: u32, recovery_rate: u32) -> Rig {
         config,
         connector: connector.clone(),
         breaker,
-        outbox,
+        fallback: Arc::new(crate::fallback::Fallback::new(outbox, None)),
     });
     Rig { shared, connector, peers, _outbox: dir }
 }
@@ -331,7 +331,7 @@ async fn a_pending_104_is_resent_after_a_reconnect_and_acked_once() {
     tokio::spawn(async move { while peer.ws.next().await.is_some() {} });
     link.task.await.unwrap();
     assert!(link.events.recv().await.is_none());
-    assert_eq!(rig.shared.outbox.records(), 0);
+    assert_eq!(rig.shared.fallback.local().records(), 0);
 }
 
 #[tokio::test(start_paused = true)]
