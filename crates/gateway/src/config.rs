@@ -93,6 +93,9 @@ pub struct OutboxConfig {
     pub fallback_url: Option<String>,
     /// Records replayed per second at most.
     pub replay_rate: NonZeroU32,
+    /// How long a pod's claim on a shared-outbox record lasts (`--database-url`):
+    /// a crashed claimer's records come back to the fleet after it.
+    pub claim_lease: Duration,
 }
 
 /// Admission and input limits (design §3, §7).
@@ -191,6 +194,7 @@ impl GatewayConfig {
                 max_bytes: 1 << 30,
                 fallback_url: None,
                 replay_rate: nz(20),
+                claim_lease: Duration::from_secs(60),
             },
             limits: Limits {
                 max_sessions: nzu(10_000),

@@ -249,6 +249,7 @@ impl Gateway {
                     sink,
                     replay_breaker,
                     config.outbox.replay_rate,
+                    config.outbox.claim_lease,
                     replay_policy,
                     stop.clone(),
                 );

@@ -181,6 +181,12 @@ pub struct Cli {
     )]
     pub outbox_replay_rate: NonZeroU32,
 
+    /// With --database-url: how long a pod's claim on a shared-outbox record lasts;
+    /// a crashed claimer's records are delivered by a peer after it. Keep it well
+    /// above one delivery (10 s).
+    #[arg(long, env = "HARK_OUTBOX_CLAIM_LEASE", default_value = "60s", value_parser = duration, help_heading = "Fallback path")]
+    pub outbox_claim_lease: Duration,
+
     /// Deliver outbox records by HTTP POST (JSON, Idempotency-Key header) to this
     /// URL instead of replaying them to pusher.
     #[arg(long, env = "HARK_FALLBACK_URL", help_heading = "Fallback path")]
@@ -415,6 +421,9 @@ impl Cli {
         check((1024..=16 * 1024 * 1024).contains(&self.max_frame_bytes), || {
             format!("--max-frame-bytes {} must be between 1KiB and 16MiB", self.max_frame_bytes)
         })?;
+        check(self.outbox_claim_lease >= Duration::from_secs(1), || {
+            "--outbox-claim-lease must be at least 1s".into()
+        })?;
         check(self.outbox_max_bytes >= 1024 * 1024, || {
             "--outbox-max-bytes must be at least 1MiB".into()
         })?;
@@ -514,6 +523,7 @@ impl Cli {
                 max_bytes: self.outbox_max_bytes,
                 fallback_url: self.fallback_url,
                 replay_rate: self.outbox_replay_rate,
+                claim_lease: self.outbox_claim_lease,
             },
             limits: Limits {
                 max_sessions: self.max_sessions,

@@ -3,7 +3,8 @@
 //! delivers them; a promoter moves records this pod had to fsync locally (while
 //! Postgres was unreachable) into Postgres once it is back.
 //!
-//! - A claim is `FOR UPDATE SKIP LOCKED` with a lease ([`LEASE`]): a record whose
+//! - A claim is `FOR UPDATE SKIP LOCKED` with a lease (`--outbox-claim-lease`,
+//!   60 s by default, well over one delivery's 10 s): a record whose
 //!   claimer crashed comes back when the lease runs out, and a peer delivers it.
 //! - A record is marked delivered only after pusher's 201 (or the HTTP sink's 2xx);
 //!   a failed delivery gives it back with backoff. Delivery is at-least-once;
@@ -28,9 +29,6 @@ use crate::metrics::{
     OUTBOX_REPLAYED, SHARED_OUTBOX_CLAIMS, SHARED_OUTBOX_OLDEST, SHARED_OUTBOX_PENDING,
 };
 
-/// How long a claim holds a record: well over one delivery (10 s), so a live
-/// claimer never loses its record to a peer mid-delivery.
-pub const LEASE: Duration = Duration::from_secs(60);
 /// How often an idle drainer asks for due records.
 const POLL: Duration = Duration::from_secs(2);
 /// A record downstream refused for good waits this long before it is tried again
@@ -54,6 +52,8 @@ pub struct SharedDrainer {
     breaker: Option<Breaker>,
     /// Records per second, at most.
     rate: NonZeroU32,
+    /// How long a claim holds a record (`--outbox-claim-lease`).
+    lease: Duration,
     /// Backoff after a failed delivery.
     policy: ReconnectPolicy,
     /// Process shutdown.
@@ -61,18 +61,20 @@ pub struct SharedDrainer {
 }
 
 impl SharedDrainer {
-    /// The drainer for `pod`.
+    /// The drainer for `pod`, claiming for `lease` at a time.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: Arc<dyn SharedOutbox>,
         pod: String,
         sink: ReplaySink,
         breaker: Option<Breaker>,
         rate: NonZeroU32,
+        lease: Duration,
         policy: ReconnectPolicy,
         shutdown: CancellationToken,
     ) -> Self {
         let policy = ReconnectPolicy { max_failures: None, ..policy };
-        Self { shared, pod, sink, breaker, rate, policy, shutdown }
+        Self { shared, pod, sink, breaker, rate, lease, policy, shutdown }
     }
 
     /// Runs until shutdown.
@@ -91,7 +93,7 @@ impl SharedDrainer {
             if !self.wait_for_breaker().await {
                 return;
             }
-            let claimed = match self.shared.claim_due(&self.pod, LEASE, batch).await {
+            let claimed = match self.shared.claim_due(&self.pod, self.lease, batch).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::debug!(%error, "shared outbox: claim failed");
