@@ -48,8 +48,18 @@ CONTRACT_METRICS = {
     "hark_stt_reconnects_total",
     "hark_transcript_latency_seconds",
     "hark_runtime_lag_seconds",
+    "hark_conversations_parked",
+    "hark_conversations_resumed_total",
+    "hark_store_up",
+    "hark_store_calls_total",
+    "hark_quota_rejections_total",
 }
-EXTRA_METRICS = {"hark_outbox_max_bytes"}
+EXTRA_METRICS = {
+    "hark_outbox_max_bytes",
+    "hark_shared_outbox_pending",
+    "hark_shared_outbox_oldest_seconds",
+    "hark_shared_outbox_claims_total",
+}
 HISTOGRAMS = {"hark_transcript_latency_seconds", "hark_runtime_lag_seconds"}
 # The same pattern the project's metric-name test uses.
 METRIC_RE = re.compile(r"\b(?:hark|pusher)_[a-z_]+")

@@ -167,6 +167,9 @@ fn register_zeroes() {
     metrics::counter!(SHARED_OUTBOX_CLAIMS).absolute(0);
     metrics::gauge!(hark_store::metrics::CONVERSATIONS_PARKED).set(0.0);
     metrics::counter!(hark_store::metrics::CONVERSATIONS_RESUMED).absolute(0);
+    for reason in ["quota", "max_sessions_per_user"] {
+        metrics::counter!(hark_store::metrics::QUOTA_REJECTIONS, "reason" => reason).absolute(0);
+    }
     for outcome in [
         "client_closed",
         "client_gone",

@@ -1,5 +1,6 @@
 //! Every metric name the alert rules, recording rules, adapter rule and dashboard
-//! in `deploy/` use is exported by a freshly started `hark`.
+//! in `deploy/` use is exported by a freshly started `hark` with every optional
+//! engine configured.
 
 mod common;
 
@@ -59,8 +60,14 @@ async fn every_metric_used_in_deploy_is_exported() {
     }
     assert!(used.len() >= 15, "found the metric names in deploy/: {used:?}");
 
+    // Every engine configured (the store series exist only where a store is):
+    // a real Postgres started by the test.
+    let pg = hark_store::testing::PgServer::start();
+    let database = pg.url();
     let outbox = tempfile::tempdir().unwrap();
     let args: Vec<String> = [
+        "--database-url",
+        database.as_str(),
         "--stt",
         "deepgram",
         "--stt-url",
