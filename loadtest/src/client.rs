@@ -49,6 +49,8 @@ pub enum Received {
     Status(ServiceStatus),
     /// A `processing_status` event.
     Processing(ProcessingStatus),
+    /// `quota_exceeded`, with its `retry_after` seconds.
+    QuotaExceeded(u64),
     /// A conversation was handed off.
     Created {
         /// Its id.
@@ -160,6 +162,9 @@ impl ListenClient {
                     })) => Received::Created { conversation_id, via },
                     // `auth_response` belongs to /v4/web/listen, which this client
                     // does not speak.
+                    Ok(ServerMessage::Event(ServerEvent::QuotaExceeded { retry_after })) => {
+                        Received::QuotaExceeded(retry_after)
+                    }
                     Ok(ServerMessage::Event(ServerEvent::AuthResponse { .. })) | Err(_) => continue,
                 },
                 Ok(Message::Close(frame)) => closed(frame),

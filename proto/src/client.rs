@@ -99,6 +99,12 @@ pub enum ServerEvent {
         /// Human-readable detail.
         status_text: String,
     },
+    /// The user's audio quota for this window is used up; the session closes 1008
+    /// after handing its conversation off.
+    QuotaExceeded {
+        /// Seconds until the user may stream again (the window's reset, jittered).
+        retry_after: u64,
+    },
     /// The answer to a `/v4/web/listen` auth message (omi's
     /// `{"type":"auth_response","success":…}`).
     AuthResponse {

@@ -200,6 +200,11 @@ fn client_processing_status() {
 }
 
 #[test]
+fn client_quota_exceeded() {
+    check_event("client/quota_exceeded.json", ServerEvent::QuotaExceeded { retry_after: 3600 });
+}
+
+#[test]
 fn pusher_health_is_not_a_service_status() {
     // The omi app shows "listening" only while the last service_status is `ready`.
     for text in [

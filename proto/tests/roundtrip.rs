@@ -79,6 +79,7 @@ fn server_event() -> impl Strategy<Value = ServerEvent> {
         (processing, any::<String>()).prop_map(|(status, status_text)| {
             ServerEvent::ProcessingStatus { status, status_text }
         }),
+        any::<u64>().prop_map(|retry_after| ServerEvent::QuotaExceeded { retry_after }),
         (any::<String>(), via).prop_map(|(conversation_id, via)| {
             ServerEvent::ConversationCreated { conversation_id, via }
         }),

@@ -156,6 +156,23 @@ pub struct GatewayConfig {
     /// `--database-url`: Postgres for the shared outbox and parked conversations;
     /// `None` keeps both in this process (and the outbox on its disk).
     pub database_url: Option<String>,
+    /// Fair use: the fleet-wide cap and quotas (design §6a).
+    pub fair_use: FairUseConfig,
+}
+
+/// Fleet-wide per-user limits (`--redis-url`, `--quota-*`).
+#[derive(Clone, Debug, Default)]
+pub struct FairUseConfig {
+    /// `--redis-url`; `None`: per-process limits only (and local quota budgets).
+    pub redis_url: Option<String>,
+    /// `--quota-window`: windows aligned to multiples of it since the epoch (UTC).
+    pub window: Duration,
+    /// `--quota-plan NAME=DURATION|unlimited`; empty: no quota.
+    pub plans: Vec<(String, crate::fairuse::Allowance)>,
+    /// `--default-plan`.
+    pub default_plan: String,
+    /// `--quota-lease`: seconds of audio a session leases at a time.
+    pub lease: Duration,
 }
 
 impl GatewayConfig {
@@ -211,6 +228,12 @@ impl GatewayConfig {
             auth: AuthConfig::None,
             drain_timeout: Duration::from_secs(30),
             database_url: None,
+            fair_use: FairUseConfig {
+                window: Duration::from_secs(86_400),
+                default_plan: "free".into(),
+                lease: Duration::from_secs(30),
+                ..FairUseConfig::default()
+            },
         }
     }
 }

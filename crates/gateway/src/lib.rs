@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod connect;
 pub mod continuity;
+pub mod fairuse;
 pub mod fallback;
 pub mod listener;
 pub mod metrics;
@@ -60,6 +61,8 @@ pub struct Shared {
     /// Where sessions park open conversations (always on: in Postgres with
     /// `--database-url`, else in this process).
     pub continuity: Option<Arc<Continuity>>,
+    /// The fleet-wide session cap and quotas.
+    pub fairuse: fairuse::FairUse,
     /// Session limits and drain state.
     pub admission: Arc<Admission>,
     /// Cancelled when the process starts draining.
@@ -110,6 +113,12 @@ pub enum StartError {
     /// The JWT secret or JWKS could not be loaded.
     #[error("authentication: {0}")]
     Auth(#[from] auth::AuthSetupError),
+    /// `--redis-url` is unusable (it does not parse).
+    #[error("redis: {0}")]
+    Redis(hark_store::StoreError),
+    /// The quota configuration is invalid.
+    #[error("quota: {0}")]
+    Quota(String),
     /// `--database-url` is unusable (it does not parse).
     #[error("database: {0}")]
     Database(hark_store::StoreError),
@@ -182,6 +191,7 @@ impl Gateway {
                 pod.clone(),
             ),
         });
+        let (fairuse, redis_budget) = fair_use(&config)?;
         let client = bind_clients(config.listen)
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let admin = TcpListener::bind(config.admin_listen)
@@ -270,6 +280,9 @@ impl Gateway {
             }
         }
         background.spawn(continuity.clone().run_sweeper(stop.clone()));
+        if let Some(budget) = redis_budget {
+            background.spawn(fairuse.clone().reconcile(budget, stop.clone()));
+        }
         background.spawn(metrics::runtime_lag_probe(stop.clone()));
 
         let jwt = match jwt {
@@ -289,6 +302,7 @@ impl Gateway {
             outbox,
             fallback,
             continuity: Some(continuity),
+            fairuse,
             admission: admission.clone(),
             drain: CancellationToken::new(),
             auth: jwt,
@@ -383,6 +397,54 @@ impl Gateway {
         self.wait().await
     }
 }
+
+/// Builds fair use from the configuration: the Redis store (no I/O yet, so a pod
+/// starts while Redis is down), the fleet cap, the plans. Returns Redis's budget
+/// for the reconciliation task.
+fn fair_use(
+    config: &GatewayConfig,
+) -> Result<(fairuse::FairUse, Option<hark_store::Budget>), StartError> {
+    let fair = &config.fair_use;
+    let redis = match &fair.redis_url {
+        Some(url) => {
+            hark_store::metrics::register(hark_store::StoreKind::Redis);
+            Some(
+                hark_store::RedisStore::new(hark_store::RedisConfig::new(url.clone()))
+                    .map_err(StartError::Redis)?,
+            )
+        }
+        None => None,
+    };
+    let budget = redis.as_ref().map(|r| r.budget().clone());
+    let cap = redis.as_ref().map(|store| fairuse::FleetCap {
+        store: Arc::new(store.clone()),
+        max: u32::try_from(config.limits.max_sessions_per_user.get()).unwrap_or(u32::MAX),
+    });
+    let quota = if fair.plans.is_empty() {
+        None
+    } else {
+        let window = hark_store::quota::QuotaWindow::new(fair.window)
+            .map_err(|e| StartError::Quota(e.to_string()))?;
+        Some(fairuse::Quota {
+            plans: fair.plans.iter().cloned().collect(),
+            default_plan: fair.default_plan.clone(),
+            context: hark_store::quota::QuotaContext {
+                fleet: redis.map(|store| Arc::new(store) as Arc<dyn hark_store::QuotaStore>),
+                local: Arc::new(hark_store::quota::LocalBudgets::new(LOCAL_QUOTA_USERS)),
+                window,
+                meter: hark_store::quota::MeterConfig {
+                    chunk: fair.lease,
+                    ..hark_store::quota::MeterConfig::default()
+                },
+                clock: WallClock::system(),
+            },
+        })
+    };
+    Ok((fairuse::FairUse { cap, quota }, budget))
+}
+
+/// Users whose quota this process tracks locally while Redis is down.
+const LOCAL_QUOTA_USERS: usize = 100_000;
 
 /// Conversations the in-process parking lot holds (no database): beyond it a
 /// session's open conversation is handed off at once instead of parked.

@@ -28,11 +28,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{retry_after_header, AdmissionGuard, Rejection};
 use crate::auth::Principal;
+use crate::fairuse::{Pass, Refusal as FairRefusal};
 use crate::metrics::{ACCEPT_ERRORS, AUTH_FAILURES, SESSION_REJECTIONS};
 use crate::prefixed::{head_refusal, read_head, refusal, refuse, write_response, Prefixed};
 use crate::session::{self, Identity};
 use crate::ws::ClientIo;
 use crate::Shared;
+use hark_store::metrics::QUOTA_REJECTIONS;
 
 /// The app endpoint: `Authorization: Bearer <JWT>` at the upgrade.
 pub const LISTEN_PATH: &str = "/v4/listen";
@@ -84,8 +86,8 @@ pub async fn serve(
 
 /// What an upgrade request was granted.
 enum Decision {
-    /// `/v4/listen`: authenticated and admitted.
-    Session { params: ListenParams, principal: Principal, guard: AdmissionGuard },
+    /// `/v4/listen`: authenticated and admitted, here and fleet-wide.
+    Session { params: ListenParams, who: Identity, guard: AdmissionGuard, pass: Box<Pass> },
     /// `/v4/web/listen`: upgraded; its first message decides. `uid` is the query's,
     /// with auth `none`.
     Web { params: ListenParams, uid: Option<String> },
@@ -136,8 +138,8 @@ async fn upgrade(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let io: ClientIo = Prefixed::new(rest, stream);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     match decision {
-        Decision::Session { params, principal, guard } => {
-            session::run(ws, shared, params, identity(principal), guard).await;
+        Decision::Session { params, who, guard, pass } => {
+            session::run(ws, shared, params, who, guard, *pass).await;
         }
         Decision::Web { params, uid } => web::run(ws, shared, params, uid).await,
     }
@@ -222,9 +224,56 @@ async fn decide(
         };
         let guard =
             shared.admission.admit(&principal.uid).map_err(|r| Some(rejection_response(r)))?;
-        Decision::Session { params, principal, guard }
+        let who = identity(principal);
+        let pass = admit_fairly(shared, &who).await.map_err(|r| Some(fair_use_response(r)))?;
+        let pass = Box::new(pass);
+        Decision::Session { params, who, guard, pass }
     };
     Ok(Granted { decision, accept, rest: head.rest })
+}
+
+/// The fleet-wide cap and the quota (`--redis-url`, `--quota-plan`), after this
+/// process's own limits; counted in `hark_quota_rejections_total{reason}`.
+pub(crate) async fn admit_fairly(shared: &Shared, who: &Identity) -> Result<Pass, FairRefusal> {
+    let result = shared.fairuse.admit(&who.uid, who.plan.as_deref(), &who.session_id).await;
+    if let Err(refusal) = &result {
+        let reason = match refusal {
+            FairRefusal::Quota { .. } => "quota",
+            FairRefusal::Cap { .. } => "max_sessions_per_user",
+        };
+        metrics::counter!(QUOTA_REJECTIONS, "reason" => reason).increment(1);
+        let label = if reason == "quota" { "quota" } else { "user_limit" };
+        metrics::counter!(SESSION_REJECTIONS, "reason" => label).increment(1);
+        tracing::info!(uid = %who.uid, reason, "session refused by fair use");
+    }
+    result
+}
+
+/// The 429 for a fair-use refusal, with `Retry-After` and `X-Rate-Limit-Reason`.
+fn fair_use_response(refusal: FairRefusal) -> Response<String> {
+    match refusal {
+        FairRefusal::Quota { retry_after } => refusal_with(
+            StatusCode::TOO_MANY_REQUESTS,
+            "audio quota used up for this period; retry after the given delay",
+            retry_after,
+            "quota",
+        ),
+        FairRefusal::Cap { retry_after } => refusal_with(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many sessions for this user",
+            retry_after,
+            "max-sessions-per-user",
+        ),
+    }
+}
+
+fn refusal_with(
+    status: StatusCode,
+    text: &str,
+    retry_after: Duration,
+    reason: &str,
+) -> Response<String> {
+    refusal(status, text, Some(retry_after), &[("X-Rate-Limit-Reason", reason)])
 }
 
 /// Checks the WebSocket upgrade headers (RFC 6455 §4.2.1) and returns the

@@ -182,6 +182,7 @@ fn register_zeroes() {
         "slow_consumer",
         "stt_unavailable",
         "drained",
+        "quota_exceeded",
         "error",
     ] {
         metrics::counter!(SESSIONS_TOTAL, "outcome" => outcome).absolute(0);

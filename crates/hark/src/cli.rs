@@ -10,8 +10,10 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use hark_gateway::auth::JwtConfig;
 use hark_gateway::config::{
-    AuthConfig, GatewayConfig, Limits, OutboxConfig, PusherConfig, SttConfig, SttReconnect,
+    AuthConfig, FairUseConfig, GatewayConfig, Limits, OutboxConfig, PusherConfig, SttConfig,
+    SttReconnect,
 };
+use hark_gateway::fairuse::Allowance;
 
 /// Hark: a real-time WebSocket transcription relay.
 ///
@@ -293,6 +295,32 @@ pub struct Cli {
     #[arg(long, env = "HARK_PLAN_CLAIM", default_value = "plan", help_heading = "Authentication")]
     pub plan_claim: String,
 
+    /// Redis URL (redis://[user:pass@]host:6379[/db]) that makes
+    /// --max-sessions-per-user and the quotas hold across the fleet. Unset: limits
+    /// are per process, quotas use a local budget.
+    #[arg(long, env = "HARK_REDIS_URL", hide_env_values = true, help_heading = "Fair use")]
+    pub redis_url: Option<String>,
+
+    /// A plan and its audio allowance per --quota-window: NAME=DURATION (e.g.
+    /// free=2h) or NAME=unlimited (no quota call at all). Repeatable; a
+    /// comma-separated list in the environment. No plan: no quota.
+    #[arg(long, env = "HARK_QUOTA_PLAN", value_delimiter = ',', value_parser = quota_plan, help_heading = "Fair use")]
+    pub quota_plan: Vec<(String, Allowance)>,
+
+    /// Plan of a token without a --plan-claim (or naming an unknown plan).
+    #[arg(long, env = "HARK_DEFAULT_PLAN", default_value = "free", help_heading = "Fair use")]
+    pub default_plan: String,
+
+    /// Length of a quota window; windows align to multiples of it since the Unix
+    /// epoch in UTC (1d: midnight UTC).
+    #[arg(long, env = "HARK_QUOTA_WINDOW", default_value = "1d", value_parser = duration, help_heading = "Fair use")]
+    pub quota_window: Duration,
+
+    /// Seconds of audio a session leases from the quota at a time; the overshoot
+    /// bound is one lease per live session.
+    #[arg(long, env = "HARK_QUOTA_LEASE", default_value = "30s", value_parser = duration, help_heading = "Fair use")]
+    pub quota_lease: Duration,
+
     /// Allow --auth none on a non-loopback address (anyone can connect as any uid).
     #[arg(long, env = "HARK_ALLOW_ANONYMOUS", help_heading = "Authentication")]
     pub allow_anonymous: bool,
@@ -333,6 +361,27 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `NAME=DURATION` or `NAME=unlimited` (`--quota-plan`).
+fn quota_plan(s: &str) -> Result<(String, Allowance), String> {
+    let (name, value) = s.split_once('=').ok_or("expected NAME=DURATION or NAME=unlimited")?;
+    let ok_name = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !ok_name {
+        return Err(format!("plan name {name:?}: 1-64 letters, digits, '-', '_' or '.'"));
+    }
+    let allowance = if value == "unlimited" {
+        Allowance::Unlimited
+    } else {
+        let limit = duration(value)?;
+        if limit.is_zero() {
+            return Err("a plan's allowance must be above 0 (or unlimited)".into());
+        }
+        Allowance::Limit(limit)
+    };
+    Ok((name.to_owned(), allowance))
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -458,6 +507,21 @@ impl Cli {
             })?;
         }
         check(!self.plan_claim.is_empty(), || "--plan-claim must not be empty".into())?;
+        if !self.quota_plan.is_empty() {
+            let default_known = self.quota_plan.iter().any(|(name, _)| *name == self.default_plan);
+            check(default_known, || {
+                format!(
+                    "--default-plan {:?} is not one of the --quota-plan names",
+                    self.default_plan
+                )
+            })?;
+        }
+        check(hark_store::quota::QuotaWindow::new(self.quota_window).is_ok(), || {
+            "--quota-window must be a whole number of seconds between 1s and 366d".into()
+        })?;
+        check(self.quota_lease >= Duration::from_secs(1), || {
+            "--quota-lease must be at least 1s".into()
+        })?;
         if self.auth == AuthKind::Jwt {
             let keys = self.jwt_secret_file.is_some()
                 || self.jwks_file.is_some()
@@ -554,6 +618,13 @@ impl Cli {
             },
             drain_timeout: self.drain_timeout,
             database_url: self.database_url,
+            fair_use: FairUseConfig {
+                redis_url: self.redis_url,
+                window: self.quota_window,
+                plans: self.quota_plan,
+                default_plan: self.default_plan,
+                lease: self.quota_lease,
+            },
         })
     }
 }

@@ -317,6 +317,9 @@ impl<'a> Connection<'a> {
             }
             // Only /v4/web/listen sends it; the swarm uses /v4/listen.
             Ok(ServerMessage::Event(ServerEvent::AuthResponse { .. })) => {}
+            // Quotas are not part of a load test's workload; the close that follows
+            // (1008) is counted as a disconnect.
+            Ok(ServerMessage::Event(ServerEvent::QuotaExceeded { .. })) => {}
             Err(err) => agg.error(format!("unparseable message from hark: {err}")),
         }
         None

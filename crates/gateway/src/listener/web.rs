@@ -25,6 +25,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{count_auth_failure, identity, rejection_close};
 use crate::auth::Principal;
+use crate::fairuse::Refusal as FairRefusal;
 use crate::metrics::CLIENT_CLOSES;
 use crate::session;
 use crate::ws::{close_handshake, ClientIo};
@@ -81,10 +82,28 @@ pub(super) async fn run(
             return;
         }
     };
+    let who = identity(principal);
+    let pass = match super::admit_fairly(&shared, &who).await {
+        Ok(pass) => pass,
+        Err(refusal) => {
+            let retry = match refusal {
+                FairRefusal::Quota { retry_after } | FairRefusal::Cap { retry_after } => {
+                    retry_after
+                }
+            };
+            let why = match refusal {
+                FairRefusal::Quota { .. } => "audio quota used up for this period",
+                FairRefusal::Cap { .. } => "too many sessions for this user",
+            };
+            let reason = format!("{why}; retry after {} s", retry.as_secs().max(1));
+            close(ws, 1008, &reason).await;
+            return;
+        }
+    };
     if !send_auth_response(&mut ws, true).await {
         return;
     }
-    session::run(ws, shared, params, identity(principal), guard).await;
+    session::run(ws, shared, params, who, guard, pass).await;
 }
 
 /// Closes a refused client (counted in `hark_client_closes_total{code}`).

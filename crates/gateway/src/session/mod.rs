@@ -73,6 +73,7 @@ pub async fn run(
     params: ListenParams,
     who: Identity,
     guard: AdmissionGuard,
+    pass: crate::fairuse::Pass,
 ) {
     let started = Instant::now();
     tracing::info!(session = %who.session_id, uid = %who.uid, sample_rate = params.sample_rate, "session started");
@@ -80,6 +81,10 @@ pub async fn run(
     let (client, writer) =
         writer::spawn(sink, shared.config.limits.client_queue.get(), &shared.tasks);
     let mut session = Session::new(shared.clone(), params, who, client);
+    if !pass.is_empty() {
+        let meter = crate::fairuse::spawn(pass, session.bytes_per_second, &shared.tasks);
+        session.fair_use = Some(meter);
+    }
     let outcome = session.run(&mut stream).await;
     let who = session.who.clone();
     drop(session);
@@ -128,6 +133,10 @@ struct Session {
     conversation_deadline: Option<Instant>,
     /// Where conversations go (the pusher link and/or the outbox).
     handoff: Handoff,
+    /// The session's fair use (quota and fleet-wide cap), when configured.
+    fair_use: Option<crate::fairuse::Meter>,
+    /// `Retry-After` of a quota that ran out mid-session.
+    quota_retry: Option<Duration>,
 }
 
 impl Session {
@@ -144,6 +153,8 @@ impl Session {
             conversation: Conversation::new(0.0),
             conversation_deadline: None,
             handoff,
+            fair_use: None,
+            quota_retry: None,
         }
     }
 
@@ -197,6 +208,15 @@ impl Session {
         tokio::pin!(inactivity, conversation_end, drain_close, drained, dead);
         let mut draining = false;
         let mut conversation_timer_at: Option<Instant> = None;
+        let exhausted = self.fair_use.as_mut().and_then(crate::fairuse::Meter::take_exhausted);
+        let mut quota_live = exhausted.is_some();
+        let quota = async move {
+            match exhausted {
+                Some(rx) => rx.await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(quota);
 
         let outcome = loop {
             // The conversation timer follows the deadline, moved only when it changed.
@@ -279,6 +299,14 @@ impl Session {
                 }
                 () = &mut drain_close, if draining => break Outcome::Drained,
                 () = &mut dead => break Outcome::Error,
+                retry = &mut quota, if quota_live => match retry {
+                    Some(retry_after) => {
+                        self.quota_retry = Some(retry_after);
+                        break Outcome::QuotaExceeded;
+                    }
+                    // The fair-use task ended early (a store fault): stop watching.
+                    None => quota_live = false,
+                },
             }
             if self.client.is_overflowed() {
                 break Outcome::SlowConsumer;
@@ -305,6 +333,10 @@ impl Session {
                     }
                 }
             }
+        }
+        if let Some(retry_after) = self.quota_retry {
+            let retry_after = retry_after.as_secs().max(1);
+            let _ = self.client.text(ServerEvent::QuotaExceeded { retry_after }.to_json());
         }
         // 2. Park the conversation for the user's next session, or end it; 3. let
         //    the link (and the fallback path) take everything.
@@ -337,7 +369,9 @@ impl Session {
     /// database), or the lot refused it.
     async fn park(&mut self, outcome: Outcome) -> bool {
         let Some(continuity) = self.shared.continuity.clone() else { return false };
-        if self.conversation.is_empty() || (outcome == Outcome::Drained && !continuity.durable()) {
+        let hand_off_now = outcome == Outcome::QuotaExceeded
+            || (outcome == Outcome::Drained && !continuity.durable());
+        if self.conversation.is_empty() || hand_off_now {
             return false;
         }
         let conversation =
@@ -368,6 +402,9 @@ impl Session {
         // it as the chunk timestamp for cloud sync. The buffer has just arrived, so
         // its first sample was captured `duration` ago (a vDSO clock read, no lock).
         let start = unix_seconds() - duration;
+        if let Some(meter) = &self.fair_use {
+            meter.add(data.len());
+        }
         if stt.try_send(data.clone()).is_err() {
             metrics::counter!(STT_DROPPED_BYTES).increment(data.len() as u64);
         }

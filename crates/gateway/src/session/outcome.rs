@@ -27,6 +27,8 @@ pub enum Outcome {
     SttUnavailable,
     /// Drain on SIGTERM (1012).
     Drained,
+    /// The user's audio quota ran out mid-session (1008).
+    QuotaExceeded,
     /// The socket failed.
     Error,
 }
@@ -45,6 +47,7 @@ impl Outcome {
             Outcome::SlowConsumer => "slow_consumer",
             Outcome::SttUnavailable => "stt_unavailable",
             Outcome::Drained => "drained",
+            Outcome::QuotaExceeded => "quota_exceeded",
             Outcome::Error => "error",
         }
     }
@@ -66,6 +69,9 @@ impl Outcome {
                 Some((1013, "transcription unavailable; retry with jittered backoff"))
             }
             Outcome::Drained => Some((1012, "server restarting; reconnect with jittered backoff")),
+            Outcome::QuotaExceeded => {
+                Some((1008, "audio quota used up for this period; see quota_exceeded.retry_after"))
+            }
         }
     }
 }
