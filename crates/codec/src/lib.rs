@@ -155,9 +155,12 @@ impl Output {
     }
 
     /// Appends samples as little-endian bytes.
-    fn push_samples(&mut self, samples: impl IntoIterator<Item = i16>) {
-        for sample in samples {
-            self.buf.extend_from_slice(&sample.to_le_bytes());
+    fn push_samples(&mut self, samples: impl ExactSizeIterator<Item = i16>) {
+        let start = self.buf.len();
+        // One length change, then plain stores (no capacity check per sample).
+        self.buf.resize(start + samples.len() * 2, 0);
+        for (bytes, sample) in self.buf[start..].chunks_exact_mut(2).zip(samples) {
+            bytes.copy_from_slice(&sample.to_le_bytes());
         }
     }
 

@@ -81,10 +81,10 @@ pub struct Similarity {
 }
 
 /// Finds the delay (0..max_delay) at which `decoded` best matches `original`
-/// (on a one-second window), then measures correlation and SNR over the whole
+/// (on a quarter-second window of speech), then measures correlation and SNR over the whole
 /// overlap at that delay.
 pub fn similarity(original: &[i16], decoded: &[i16], max_delay: usize) -> Similarity {
-    let window = 16_000.min(original.len() / 2);
+    let window = 4_000.min(original.len() / 2);
     let start = original.len() / 4;
     let mut best = (0, f64::MIN);
     for delay in 0..max_delay {
