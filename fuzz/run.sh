@@ -20,7 +20,7 @@ cd "$(dirname "$0")"
 # toolchain accepts them with RUSTC_BOOTSTRAP=1, and ships the ASan runtime.
 export RUSTC_BOOTSTRAP=1
 
-TARGETS=(pusher_frame deepgram_message listen_query outbox_record)
+TARGETS=(pusher_frame deepgram_message listen_query outbox_record decode_pcm decode_opus decode_lc3 decode_aac)
 
 # -malloc_limit_mb: any single allocation over 512 MiB is reported as an OOM (needs
 #   the ASan build: libFuzzer sees mallocs through the sanitizer's hooks).
@@ -34,6 +34,10 @@ target_args() {
         listen_query) echo "-max_len=8704 -dict=dict/listen_query.dict" ;;
         deepgram_message | outbox_record) echo "-max_len=4096 -dict=dict/json.dict" ;;
         pusher_frame) echo "-max_len=4096 -dict=dict/json.dict" ;;
+        # A few frames of audio: Opus packets are at most 1275 bytes, ADTS frames
+        # at most 8191, LC3 messages a few 30-byte frames.
+        decode_pcm | decode_opus | decode_lc3) echo "-max_len=4096" ;;
+        decode_aac) echo "-max_len=8192" ;;
         *) echo "unknown target $1 (fuzz/run.sh list)" >&2; exit 2 ;;
     esac
 }

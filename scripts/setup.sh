@@ -20,13 +20,20 @@ PACKAGES=(
     pocketsphinx-en-us
     # pocketsphinx_continuous (the reference the `wer` tool compares against),
     pocketsphinx
-    # test audio with transcripts (goforward.raw, librivox/).
+    # test audio with transcripts (goforward.raw, librivox/); also hark-codec's
+    # round-trip tests and benchmark.
     pocketsphinx-testdata
     # hark-store's tests (and the gateway's and hark's, through its `testing`
     # feature) run real engines: initdb/pg_ctl under /usr/lib/postgresql/*/bin,
     postgresql
     # and redis-server. Each test starts its own server in a temp dir.
     redis-server
+    # hark-codec: libopus for Opus (linked via pkg-config by opusic-sys),
+    libopus-dev
+    # liblc3 for LC3 (lc3_fs1030),
+    liblc3-dev
+    # and the ffmpeg CLI, whose AAC encoder makes the AAC test audio.
+    ffmpeg
 )
 
 # Package lists younger than this are used as they are.

@@ -3,8 +3,8 @@
 //! (`JwtAuth::authenticate`).
 //!
 //! Checks: neither parser panics, hangs or allocates without bound on any input;
-//! accepted parameters uphold the documented limits (sample rate 8000..=48000 Hz,
-//! one channel, conversation timeout 1..=86400 s, language tag 2..=16 bytes, uid
+//! accepted parameters uphold the documented limits (sample rate 8000..=48000 Hz
+//! and one the codec takes, one channel, conversation timeout 1..=86400 s, language tag 2..=16 bytes, uid
 //! 1..=128 bytes without spaces or control characters) and `to_query` renders them
 //! to a query that parses back to the same parameters; an accepted token yields a
 //! uid within the same limits.
@@ -60,6 +60,7 @@ fn check_query(query: &str) {
         return;
     };
     assert!(SAMPLE_RATES.contains(&params.sample_rate), "{params:?}");
+    assert!(params.codec.allows_sample_rate(params.sample_rate), "{params:?}");
     assert_eq!(params.channels, 1, "{params:?}");
     let timeout = params.conversation_timeout;
     assert!((1..=86_400).contains(&timeout.as_secs()) && timeout.subsec_nanos() == 0);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hark_loadtest::fake_pusher::{FakePusher, FakePusherConfig};
 use hark_loadtest::fake_stt::{FakeStt, FakeSttConfig};
-use hark_loadtest::swarm::{self, Outputs, Script, Source, SwarmConfig};
+use hark_loadtest::swarm::{self, CodecMix, Outputs, Script, Source, SwarmConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +72,7 @@ async fn swarm_measures_words_and_conversations_through_hark() {
         duration: Duration::from_secs(6),
         frame: Duration::from_millis(100),
         sample_rate: 8000,
+        codecs: CodecMix::default(),
         source: Source::Generated(Script {
             words_per_utterance: 2,
             talk: Duration::from_secs(2),

@@ -153,25 +153,92 @@ impl ServerMessage {
     }
 }
 
-/// Audio encodings a client may send. Both are little-endian signed 16-bit mono PCM;
-/// the names are historical (8 or 16 kHz).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Audio encodings a client may send (design §3, "Codecs"). Every one is decoded
+/// into little-endian signed 16-bit mono PCM at the session's `sample_rate` before
+/// anything downstream sees it (`hark-codec` does that).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {
-    /// 16-bit PCM (historically at 8 kHz).
-    Pcm8,
-    /// 16-bit PCM (historically at 16 kHz).
+    /// Little-endian signed 16-bit mono PCM, passed through as it is.
     Pcm16,
+    /// 8-bit **unsigned** mono PCM (omi's meaning): sample − 128, widened to 16 bit.
+    Pcm8,
+    /// G.711 µ-law bytes, one per sample.
+    Mulaw,
+    /// One Opus packet per binary frame; omi devices send 160-sample frames.
+    Opus,
+    /// One Opus packet per binary frame; 320-sample frames.
+    OpusFs320,
+    /// LC3 at 16 kHz: 10 ms frames of 30 bytes (omi's LC3 devices).
+    Lc3Fs1030,
+    /// AAC-LC in ADTS framing.
+    Aac,
 }
 
+/// Opus decodes only at these rates (libopus refuses any other).
+pub const OPUS_SAMPLE_RATES: &[u32] = &[8_000, 12_000, 16_000, 24_000, 48_000];
+/// `lc3_fs1030` is 16 kHz only.
+pub const LC3_FS1030_SAMPLE_RATES: &[u32] = &[16_000];
+/// The ADTS sampling frequencies inside [`SAMPLE_RATES`]: an ADTS header cannot
+/// name any other, and Hark does not resample.
+pub const AAC_SAMPLE_RATES: &[u32] =
+    &[8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000];
+
 impl Codec {
-    /// The query value.
+    /// Every codec, in the order the 400 reason lists them.
+    pub const ALL: [Codec; 7] = [
+        Codec::Pcm16,
+        Codec::Pcm8,
+        Codec::Mulaw,
+        Codec::Opus,
+        Codec::OpusFs320,
+        Codec::Lc3Fs1030,
+        Codec::Aac,
+    ];
+
+    /// The query value (also the `codec` metric label).
     pub fn as_str(self) -> &'static str {
         match self {
-            Codec::Pcm8 => "pcm8",
             Codec::Pcm16 => "pcm16",
+            Codec::Pcm8 => "pcm8",
+            Codec::Mulaw => "mulaw",
+            Codec::Opus => "opus",
+            Codec::OpusFs320 => "opus_fs320",
+            Codec::Lc3Fs1030 => "lc3_fs1030",
+            Codec::Aac => "aac",
         }
     }
+
+    /// The codec a query value names (case-sensitive, as omi compares it).
+    pub fn from_query(value: &str) -> Option<Codec> {
+        Codec::ALL.into_iter().find(|codec| codec.as_str() == value)
+    }
+
+    /// The sample rates this codec can be decoded at, when it restricts them
+    /// (`None`: any rate in [`SAMPLE_RATES`]).
+    pub fn sample_rates(self) -> Option<&'static [u32]> {
+        match self {
+            Codec::Pcm16 | Codec::Pcm8 | Codec::Mulaw => None,
+            Codec::Opus | Codec::OpusFs320 => Some(OPUS_SAMPLE_RATES),
+            Codec::Lc3Fs1030 => Some(LC3_FS1030_SAMPLE_RATES),
+            Codec::Aac => Some(AAC_SAMPLE_RATES),
+        }
+    }
+
+    /// Whether a session of this codec can run at `sample_rate` (already inside
+    /// [`SAMPLE_RATES`]).
+    pub fn allows_sample_rate(self, sample_rate: u32) -> bool {
+        self.sample_rates().is_none_or(|rates| rates.contains(&sample_rate))
+    }
 }
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The supported codecs as the 400 reason lists them.
+const SUPPORTED_CODECS: &str = "pcm16, pcm8, mulaw, opus, opus_fs320, lc3_fs1030, aac";
 
 /// Why an upgrade query was refused; the `Display` text is the one-line reason sent
 /// with the HTTP 400.
@@ -186,11 +253,40 @@ pub enum QueryError {
         reason: String,
     },
     /// `codec` names an encoding Hark does not take.
-    #[error("unsupported codec {0:?}: supported codecs are pcm8, pcm16")]
+    #[error("unsupported codec {0:?}: supported codecs are {SUPPORTED_CODECS}")]
     Codec(String),
+    /// `codec=lc3`: LC3 without a frame duration cannot be decoded (omi refuses it
+    /// too); `lc3_fs1030` is the variant devices send.
+    #[error(
+        "unsupported codec \"lc3\": lc3 needs a frame duration; use lc3_fs1030 \
+         (10 ms frames of 30 bytes at 16000 Hz)"
+    )]
+    BareLc3,
+    /// The codec cannot be decoded at the requested sample rate.
+    #[error("invalid sample_rate: codec {codec} takes {} Hz, not {sample_rate}", list_rates(.allowed))]
+    CodecSampleRate {
+        /// The session's codec.
+        codec: Codec,
+        /// The requested (or default) sample rate.
+        sample_rate: u32,
+        /// The rates the codec takes.
+        allowed: &'static [u32],
+    },
     /// `uid` is required when auth mode is `none`.
     #[error("missing uid: the uid query parameter is required when authentication is off")]
     MissingUid,
+}
+
+/// `8000, 12000 or 16000`.
+fn list_rates(rates: &[u32]) -> String {
+    match rates {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => {
+            let init: Vec<String> = init.iter().map(u32::to_string).collect();
+            format!("{} or {last}", init.join(", "))
+        }
+    }
 }
 
 /// The validated query of a `/v4/listen` upgrade.
@@ -198,7 +294,7 @@ pub enum QueryError {
 pub struct ListenParams {
     /// Language passed to STT (`en`).
     pub language: String,
-    /// Sample rate of the client's PCM in Hz (8000).
+    /// Sample rate of the client's audio in Hz (8000), and of the PCM16 it decodes to.
     pub sample_rate: u32,
     /// Encoding of the client's audio (`pcm8`).
     pub codec: Codec,
@@ -269,10 +365,10 @@ impl ListenParams {
                     params.sample_rate = rate;
                 }
                 "codec" => {
-                    params.codec = match &*value {
-                        "pcm8" => Codec::Pcm8,
-                        "pcm16" => Codec::Pcm16,
-                        other => return Err(QueryError::Codec(other.to_owned())),
+                    params.codec = match Codec::from_query(&value) {
+                        Some(codec) => codec,
+                        None if value == "lc3" => return Err(QueryError::BareLc3),
+                        None => return Err(QueryError::Codec(value.into_owned())),
                     }
                 }
                 "channels" => match value.parse::<u8>() {
@@ -316,6 +412,16 @@ impl ListenParams {
                     params.uid = Some(value.into_owned());
                 }
                 _ => {}
+            }
+        }
+        // After the whole query: `codec` may come before or after `sample_rate`.
+        if let Some(allowed) = params.codec.sample_rates() {
+            if !allowed.contains(&params.sample_rate) {
+                return Err(QueryError::CodecSampleRate {
+                    codec: params.codec,
+                    sample_rate: params.sample_rate,
+                    allowed,
+                });
             }
         }
         Ok(params)

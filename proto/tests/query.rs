@@ -66,17 +66,93 @@ fn language() {
 
 #[test]
 fn codec() {
-    assert_eq!(parse("codec=pcm8").expect("valid").codec, Codec::Pcm8);
-    assert_eq!(parse("codec=pcm16").expect("valid").codec, Codec::Pcm16);
+    for (name, codec, rate) in [
+        ("pcm16", Codec::Pcm16, 16_000),
+        ("pcm8", Codec::Pcm8, 8_000),
+        ("mulaw", Codec::Mulaw, 8_000),
+        ("opus", Codec::Opus, 16_000),
+        ("opus_fs320", Codec::OpusFs320, 16_000),
+        ("lc3_fs1030", Codec::Lc3Fs1030, 16_000),
+        ("aac", Codec::Aac, 16_000),
+    ] {
+        let p = parse(&format!("codec={name}&sample_rate={rate}")).expect(name);
+        assert_eq!(p.codec, codec);
+        assert_eq!(codec.as_str(), name);
+        assert_eq!(Codec::from_query(name), Some(codec));
+    }
+    assert_eq!(Codec::ALL.len(), 7);
     let err = parse("codec=mp3").expect_err("mp3 is refused");
     assert_eq!(err, QueryError::Codec("mp3".to_owned()));
     let reason = err.to_string();
-    assert!(reason.contains("pcm8") && reason.contains("pcm16"), "{reason}");
-    assert!(reason.contains("mp3"), "{reason}");
+    assert_eq!(
+        reason,
+        "unsupported codec \"mp3\": supported codecs are \
+         pcm16, pcm8, mulaw, opus, opus_fs320, lc3_fs1030, aac"
+    );
+    for codec in Codec::ALL {
+        assert!(reason.contains(codec.as_str()), "{reason} lacks {codec}");
+    }
     assert!(!reason.contains('\n'), "the 400 reason is one line: {reason:?}");
     // Values are case-sensitive.
     assert_eq!(parse("codec=PCM16"), Err(QueryError::Codec("PCM16".to_owned())));
+    assert_eq!(parse("codec=Opus"), Err(QueryError::Codec("Opus".to_owned())));
     assert_eq!(parse("codec="), Err(QueryError::Codec(String::new())));
+}
+
+#[test]
+fn bare_lc3_is_refused_as_omi_does() {
+    let err = parse("codec=lc3&sample_rate=16000").expect_err("bare lc3 has no frame duration");
+    assert_eq!(err, QueryError::BareLc3);
+    let reason = err.to_string();
+    assert!(reason.contains("lc3_fs1030") && reason.contains("frame duration"), "{reason}");
+    assert!(!reason.contains('\n'));
+}
+
+/// The rule is checked once the whole query is read, whichever comes first.
+#[test]
+fn codec_sample_rate_rules_in_either_order() {
+    for query in ["codec=opus&sample_rate=44100", "sample_rate=44100&codec=opus"] {
+        let err = parse(query).expect_err(query);
+        assert_eq!(
+            err,
+            QueryError::CodecSampleRate {
+                codec: Codec::Opus,
+                sample_rate: 44_100,
+                allowed: hark_proto::client::OPUS_SAMPLE_RATES,
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "invalid sample_rate: codec opus takes 8000, 12000, 16000, 24000 or 48000 Hz, not 44100"
+        );
+    }
+    for rate in [8_000, 12_000, 16_000, 24_000, 48_000] {
+        for codec in ["opus", "opus_fs320"] {
+            assert!(parse(&format!("sample_rate={rate}&codec={codec}")).is_ok(), "{codec} {rate}");
+        }
+    }
+    for rate in [11_025, 22_050, 32_000, 44_100, 10_000] {
+        assert!(parse(&format!("codec=opus_fs320&sample_rate={rate}")).is_err(), "{rate}");
+    }
+    // lc3_fs1030 is 16 kHz only, including the default rate of 8000.
+    let reason = parse("codec=lc3_fs1030").expect_err("8000 by default").to_string();
+    assert_eq!(reason, "invalid sample_rate: codec lc3_fs1030 takes 16000 Hz, not 8000");
+    assert!(parse("sample_rate=24000&codec=lc3_fs1030").is_err());
+    assert!(parse("codec=lc3_fs1030&sample_rate=16000").is_ok());
+    // AAC: the rates an ADTS header can name.
+    for rate in [8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000] {
+        assert!(parse(&format!("codec=aac&sample_rate={rate}")).is_ok(), "aac {rate}");
+    }
+    assert!(parse("codec=aac&sample_rate=10000").is_err());
+    // PCM and µ-law take any rate in range.
+    for codec in ["pcm16", "pcm8", "mulaw"] {
+        for rate in [8_000, 10_000, 44_100, 48_000] {
+            assert!(parse(&format!("codec={codec}&sample_rate={rate}")).is_ok(), "{codec} {rate}");
+        }
+    }
+    // A later codec value changes the rule that applies.
+    assert!(parse("codec=opus&sample_rate=44100&codec=pcm16").is_ok());
+    assert!(parse("codec=pcm16&sample_rate=44100&codec=opus").is_err());
 }
 
 #[test]

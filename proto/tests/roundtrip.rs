@@ -133,6 +133,14 @@ fn query_string() -> impl Strategy<Value = String> {
         "[a-zA-Z0-9-]{0,18}",
         Just("pcm8".to_owned()),
         Just("pcm16".to_owned()),
+        Just("mulaw".to_owned()),
+        Just("opus".to_owned()),
+        Just("opus_fs320".to_owned()),
+        Just("lc3_fs1030".to_owned()),
+        Just("lc3".to_owned()),
+        Just("aac".to_owned()),
+        Just("16000".to_owned()),
+        Just("44100".to_owned()),
         "(%[0-9A-Fa-f]{2}|[a-z+=&;#]){0,10}",
         any::<String>(),
     ];
@@ -142,14 +150,21 @@ fn query_string() -> impl Strategy<Value = String> {
 }
 
 fn valid_params() -> impl Strategy<Value = ListenParams> {
+    // A codec, then a rate it takes.
+    let codec_and_rate = proptest::sample::select(Codec::ALL.to_vec()).prop_flat_map(|codec| {
+        let rate = match codec.sample_rates() {
+            Some(rates) => proptest::sample::select(rates).boxed(),
+            None => SAMPLE_RATES.boxed(),
+        };
+        (Just(codec), rate)
+    });
     (
         "[a-zA-Z0-9-]{2,16}",
-        SAMPLE_RATES,
-        prop_oneof![Just(Codec::Pcm8), Just(Codec::Pcm16)],
+        codec_and_rate,
         1u64..=86_400,
         proptest::option::of("[^\\s\\p{Cc}]{1,32}".prop_filter("fits", |u| u.len() <= MAX_UID_LEN)),
     )
-        .prop_map(|(language, sample_rate, codec, secs, uid)| ListenParams {
+        .prop_map(|(language, (codec, sample_rate), secs, uid)| ListenParams {
             language,
             sample_rate,
             codec,
@@ -164,6 +179,7 @@ fn assert_invariants(p: &ListenParams) -> Result<(), TestCaseError> {
     prop_assert!((2..=16).contains(&p.language.len()), "language {:?}", p.language);
     prop_assert!(p.language.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     prop_assert!(SAMPLE_RATES.contains(&p.sample_rate), "sample_rate {}", p.sample_rate);
+    prop_assert!(p.codec.allows_sample_rate(p.sample_rate), "{} at {}", p.codec, p.sample_rate);
     prop_assert_eq!(p.channels, 1);
     prop_assert_eq!(p.conversation_timeout.subsec_nanos(), 0);
     prop_assert!((1..=86_400).contains(&p.conversation_timeout.as_secs()));

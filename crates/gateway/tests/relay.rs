@@ -149,7 +149,7 @@ async fn a_conversation_timeout_splits_into_two_conversations_each_with_103_and_
 async fn bad_queries_are_refused_with_400_and_a_reason() {
     let h = Harness::start(None, |_| {}).await;
     for (q, needle) in [
-        ("uid=u&codec=mp3", "pcm8, pcm16"),
+        ("uid=u&codec=mp3", "pcm16, pcm8, mulaw, opus"),
         ("uid=u&sample_rate=abc", "sample_rate"),
         ("sample_rate=16000", "uid"),
         ("uid=u&channels=2", "channels"),

@@ -1,4 +1,5 @@
-//! `swarm`: N app clients streaming PCM to hark at real-time pace. Prints a
+//! `swarm`: N app clients streaming audio (PCM16 or a device codec) to hark at
+//! real-time pace. Prints a
 //! progress line every second on stderr and the JSON result on stdout.
 
 use std::path::PathBuf;
@@ -7,10 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use hark_loadtest::cli;
-use hark_loadtest::swarm::{self, Outputs, Script, Source, SwarmConfig};
+use hark_loadtest::swarm::{self, CodecMix, Outputs, Script, Source, SwarmConfig};
 use tokio_util::sync::CancellationToken;
 
-/// N app clients streaming 16-bit PCM to hark's /v4/listen at real-time pace.
+/// N app clients streaming audio to hark's /v4/listen at real-time pace.
 ///
 /// Each client gets its own uid (<uid-prefix>-<n>) and streams a generated script
 /// (fake-stt's vocabulary: utterances of --words-per-utterance words, 0.5-1 s gaps,
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// their open conversations to be announced, and close with 1000.
 ///
 /// Latency is measured per word: the client runs fake-stt's recogniser over the
-/// audio it sends, so it knows when the last byte of the chunk that becomes word k
+/// audio it sends (with a lossy codec, over what hark will decode from its frames), so it knows when the last byte of the chunk that becomes word k
 /// left; latency = arrival of the segment holding word k - that instant. This needs
 /// hark to talk to fake-stt (any audio, WAV included); against a real STT provider
 /// words do not match and only arrival counts are reported (words.unmatched).
@@ -49,10 +50,17 @@ struct Args {
     /// Audio per frame (e.g. 20ms, 100ms, 500ms); frames go out at real-time pace.
     #[arg(long, env = "SWARM_FRAME", default_value = "100ms", value_parser = cli::parse_duration)]
     frame: Duration,
-    /// Sample rate of the generated signal (a WAV file brings its own). Above 8000
-    /// the codec sent is pcm16, else pcm8 (both are 16-bit PCM).
+    /// Sample rate of the generated signal (a WAV file brings its own).
     #[arg(long, env = "SWARM_SAMPLE_RATE", default_value_t = 8000)]
     sample_rate: u32,
+    /// Codec(s) to stream in: one name (pcm16, pcm8, mulaw, opus, opus_fs320,
+    /// lc3_fs1030), or a device mix with shares of the clients, e.g.
+    /// opus=60,lc3_fs1030=30,pcm16=10. Each client encodes its audio in device-sized
+    /// frames (Opus packets of 10 or 20 ms, LC3 frames of 10 ms, PCM one frame per
+    /// --frame) and sends every frame a tick completes at that tick. aac is not
+    /// streamed (its encoder works on whole clips).
+    #[arg(long, env = "SWARM_CODEC", default_value = "pcm16")]
+    codec: CodecMix,
     /// Stream this WAV file (16-bit PCM; first channel) on a loop instead of the
     /// generated signal.
     #[arg(long, env = "SWARM_WAV")]
@@ -125,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
         duration: args.duration,
         frame: args.frame,
         sample_rate,
+        codecs: args.codec,
         source,
         conversation_timeout: (!args.conversation_timeout.is_zero())
             .then_some(args.conversation_timeout),

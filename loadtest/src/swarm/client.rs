@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::audio::{AudioStream, Frame};
+use super::codec::Link;
 use super::matcher::{Matched, Matcher};
 use super::{unix_ms, Shared};
 
@@ -46,7 +47,8 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize, start_at: Instant) {
         () = sleep_until(start_at) => {}
         () = shared.wind_down.cancelled() => return,
     }
-    let url = listen_url(config, index);
+    let codec = config.codecs.for_client(index, config.clients);
+    let url = listen_url(config, index, codec);
     let seed = config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut audio = AudioStream::new(config.source.clone(), config.sample_rate, config.frame, seed);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
@@ -66,7 +68,15 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize, start_at: Instant) {
                 }
                 connected_before = true;
                 audio.restart();
-                match Connection::new(&shared).run(ws, &mut audio).await {
+                // A new session has a new decoder in hark: a new link here too.
+                let link = match Link::new(codec, config.sample_rate) {
+                    Ok(link) => link,
+                    Err(err) => {
+                        shared.agg().error(format!("client {index}: {err:#}"));
+                        return;
+                    }
+                };
+                match Connection::new(&shared, link).run(ws, &mut audio).await {
                     End::Finished => return,
                     End::Disconnected if !config.reconnect => return,
                     End::Disconnected => true,
@@ -88,12 +98,13 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize, start_at: Instant) {
     }
 }
 
-fn listen_url(config: &super::SwarmConfig, index: usize) -> String {
+fn listen_url(config: &super::SwarmConfig, index: usize, codec: hark_proto::Codec) -> String {
     let base = config.url.trim_end_matches('/');
-    let codec = if config.sample_rate > 8000 { "pcm16" } else { "pcm8" };
     let mut url = format!(
-        "{base}/v4/listen?uid={}-{index}&sample_rate={}&codec={codec}&language=en",
-        config.uid_prefix, config.sample_rate
+        "{base}/v4/listen?uid={}-{index}&sample_rate={}&codec={}&language=en",
+        config.uid_prefix,
+        config.sample_rate,
+        codec.as_str()
     );
     if let Some(timeout) = config.conversation_timeout {
         url.push_str(&format!("&conversation_timeout={}", timeout.as_secs().max(1)));
@@ -122,6 +133,8 @@ async fn connect(url: &str) -> Result<Ws, String> {
 /// One open socket's state.
 struct Connection<'a> {
     shared: &'a Shared,
+    /// This session's encoder, and its twin of hark's decoder for the matcher.
+    link: Link,
     matcher: Matcher,
     /// Talk stretches that produced transcript on this connection.
     blocks: BTreeSet<u64>,
@@ -135,9 +148,10 @@ struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    fn new(shared: &'a Shared) -> Self {
+    fn new(shared: &'a Shared, link: Link) -> Self {
         Self {
             shared,
+            link,
             matcher: Matcher::new(shared.config.sample_rate),
             blocks: BTreeSet::new(),
             created: 0,
@@ -187,26 +201,39 @@ impl<'a> Connection<'a> {
                     }
                 }
                 _ = ticker.tick() => {
-                    let frame = audio.next_frame();
-                    let (bytes, pcm) = match frame {
-                        Frame::Audio(pcm) => (pcm.clone(), Some(pcm)),
-                        Frame::KeepAlive => (Bytes::from_static(&[0, 0]), None),
+                    let pcm = match audio.next_frame() {
+                        Frame::Audio(pcm) => pcm,
+                        Frame::KeepAlive => {
+                            if let Err(code) = send(sink, Message::Binary(Bytes::from_static(&[0, 0]))).await {
+                                self.disconnected(code);
+                                return Some(End::Disconnected);
+                            }
+                            self.shared.agg().keepalives += 1;
+                            continue;
+                        }
                         Frame::Idle => continue,
                     };
-                    if let Err(code) = send(sink, Message::Binary(bytes)).await {
-                        self.disconnected(code);
-                        return Some(End::Disconnected);
-                    }
-                    let mut agg = self.shared.agg();
-                    match pcm {
-                        Some(pcm) => {
-                            let words = self.matcher.sent(&pcm, Instant::now(), unix_ms(), audio.block());
-                            agg.frames_sent += 1;
-                            agg.audio_bytes += pcm.len() as u64;
-                            agg.words_sent += words as u64;
+                    let encoded = match self.link.encode(&pcm) {
+                        Ok(encoded) => encoded,
+                        Err(err) => {
+                            self.shared.agg().error(format!("{err:#}"));
+                            return Some(End::Finished);
                         }
-                        None => agg.keepalives += 1,
+                    };
+                    let (frames, wire) = (encoded.frames.len(), encoded.frames.iter().map(Bytes::len).sum::<usize>());
+                    for frame in encoded.frames {
+                        if let Err(code) = send(sink, Message::Binary(frame)).await {
+                            self.disconnected(code);
+                            return Some(End::Disconnected);
+                        }
                     }
+                    // The matcher hears what hark will decode (and fake-stt hear).
+                    let words = self.matcher.sent(&encoded.decoded, Instant::now(), unix_ms(), audio.block());
+                    let mut agg = self.shared.agg();
+                    agg.frames_sent += frames as u64;
+                    agg.audio_bytes += pcm.len() as u64;
+                    agg.wire_bytes += wire as u64;
+                    agg.words_sent += words as u64;
                 }
             }
         }

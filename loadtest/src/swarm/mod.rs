@@ -14,6 +14,7 @@
 
 pub mod audio;
 mod client;
+pub mod codec;
 pub mod matcher;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::latency::{Latencies, LatencySummary};
 pub use audio::{Script, Source};
+pub use codec::CodecMix;
 
 /// How a swarm runs.
 #[derive(Clone, Debug)]
@@ -43,8 +45,10 @@ pub struct SwarmConfig {
     pub duration: Duration,
     /// Audio per frame.
     pub frame: Duration,
-    /// Sample rate of the PCM sent.
+    /// Sample rate of the audio sent.
     pub sample_rate: u32,
+    /// The codecs clients stream in, and their shares of the clients.
+    pub codecs: CodecMix,
     /// The audio.
     pub source: Source,
     /// `conversation_timeout` query parameter, if set.
@@ -75,10 +79,12 @@ pub struct Aggregate {
     pub reconnects: u64,
     /// Failed connects by kind (`http_503`, `error`, …).
     pub connect_failures: BTreeMap<String, u64>,
-    /// Audio frames sent.
+    /// Binary audio frames sent (device frames: one per Opus packet, say).
     pub frames_sent: u64,
-    /// Audio bytes sent.
+    /// PCM16 bytes of the audio sent (before encoding).
     pub audio_bytes: u64,
+    /// Bytes of the binary audio frames sent (after encoding).
+    pub wire_bytes: u64,
     /// Keep-alives sent.
     pub keepalives: u64,
     /// Words whose audio was sent (as fake-stt will hear them).
@@ -214,10 +220,14 @@ pub struct SwarmResult {
     pub reconnects: u64,
     /// Failed connects by kind.
     pub connect_failures: BTreeMap<String, u64>,
-    /// Frames sent.
+    /// Binary audio frames sent.
     pub frames_sent: u64,
     /// Seconds of audio sent, all clients.
     pub audio_seconds: f64,
+    /// Bytes of encoded audio sent, all clients.
+    pub wire_bytes: u64,
+    /// Clients per codec.
+    pub codecs: BTreeMap<String, u64>,
     /// Keep-alives sent.
     pub keepalives: u64,
     /// Word accounting.
@@ -298,6 +308,7 @@ pub async fn run(
     outputs: Outputs,
     interrupt: CancellationToken,
 ) -> anyhow::Result<SwarmResult> {
+    config.codecs.check(config.sample_rate)?;
     let started = Instant::now();
     let started_unix_ms = unix_ms();
     let shared = Arc::new(Shared {
@@ -446,6 +457,12 @@ fn result(
         connect_failures: agg.connect_failures,
         frames_sent: agg.frames_sent,
         audio_seconds: agg.audio_bytes as f64 / 2.0 / f64::from(config.sample_rate.max(1)),
+        wire_bytes: agg.wire_bytes,
+        codecs: (0..config.clients).fold(BTreeMap::new(), |mut codecs, index| {
+            let codec = config.codecs.for_client(index, config.clients);
+            *codecs.entry(codec.as_str().to_owned()).or_default() += 1;
+            codecs
+        }),
         keepalives: agg.keepalives,
         words: WordCounts {
             sent: agg.words_sent,
