@@ -121,6 +121,8 @@ pub struct Limits {
     pub upgrade_rate_per_ip: Option<NonZeroU32>,
     /// Frames per second one client may send (burst twice that); a flood closes 1008.
     pub max_frames_per_second: NonZeroU32,
+    /// Audio frames in a row that do not decode before the session closes 1003.
+    pub max_decode_failures: NonZeroU32,
 }
 
 /// How clients prove who they are.
@@ -224,6 +226,7 @@ impl GatewayConfig {
                 handshake_timeout: Duration::from_secs(10),
                 upgrade_rate_per_ip: None,
                 max_frames_per_second: nz(200),
+                max_decode_failures: nz(50),
             },
             auth: AuthConfig::None,
             drain_timeout: Duration::from_secs(30),

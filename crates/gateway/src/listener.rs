@@ -34,6 +34,7 @@ use crate::prefixed::{head_refusal, read_head, refusal, refuse, write_response, 
 use crate::session::{self, Identity};
 use crate::ws::ClientIo;
 use crate::Shared;
+use hark_codec::Decoder;
 use hark_store::metrics::QUOTA_REJECTIONS;
 
 /// The app endpoint: `Authorization: Bearer <JWT>` at the upgrade.
@@ -87,10 +88,16 @@ pub async fn serve(
 /// What an upgrade request was granted.
 enum Decision {
     /// `/v4/listen`: authenticated and admitted, here and fleet-wide.
-    Session { params: ListenParams, who: Identity, guard: AdmissionGuard, pass: Box<Pass> },
+    Session {
+        params: ListenParams,
+        who: Identity,
+        guard: AdmissionGuard,
+        pass: Box<Pass>,
+        decoder: Box<dyn Decoder>,
+    },
     /// `/v4/web/listen`: upgraded; its first message decides. `uid` is the query's,
     /// with auth `none`.
-    Web { params: ListenParams, uid: Option<String> },
+    Web { params: ListenParams, uid: Option<String>, decoder: Box<dyn Decoder> },
 }
 
 /// An upgrade the listener agreed to: the decision, the `Sec-WebSocket-Accept`
@@ -138,10 +145,10 @@ async fn upgrade(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let io: ClientIo = Prefixed::new(rest, stream);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     match decision {
-        Decision::Session { params, who, guard, pass } => {
-            session::run(ws, shared, params, who, guard, *pass).await;
+        Decision::Session { params, who, guard, pass, decoder } => {
+            session::run(ws, shared, params, who, guard, *pass, decoder).await;
         }
-        Decision::Web { params, uid } => web::run(ws, shared, params, uid).await,
+        Decision::Web { params, uid, decoder } => web::run(ws, shared, params, uid, decoder).await,
     }
 }
 
@@ -190,6 +197,9 @@ async fn decide(
     let accept = websocket_accept(request).map_err(Some)?;
     let params = ListenParams::parse(request.uri().query().unwrap_or(""))
         .map_err(|error| Some(bad_request(&error.to_string())))?;
+    // One decoder per session, chosen here: a codec that cannot run is a 400.
+    let decoder = hark_codec::decoder(params.codec, params.sample_rate)
+        .map_err(|error| Some(bad_request(&error.to_string())))?;
     // `shared.auth` is set exactly when the auth mode is `jwt` (Gateway::start).
     let anonymous_uid = match &shared.auth {
         Some(_) => None,
@@ -202,7 +212,7 @@ async fn decide(
     };
     let decision = if web {
         shared.admission.precheck().map_err(|r| Some(rejection_response(r)))?;
-        Decision::Web { params, uid: anonymous_uid }
+        Decision::Web { params, uid: anonymous_uid, decoder }
     } else {
         let principal = match (&shared.auth, anonymous_uid) {
             (Some(verifier), _) => {
@@ -227,7 +237,7 @@ async fn decide(
         let who = identity(principal);
         let pass = admit_fairly(shared, &who).await.map_err(|r| Some(fair_use_response(r)))?;
         let pass = Box::new(pass);
-        Decision::Session { params, who, guard, pass }
+        Decision::Session { params, who, guard, pass, decoder }
     };
     Ok(Granted { decision, accept, rest: head.rest })
 }

@@ -71,6 +71,8 @@ pub const JWKS_AGE: &str = "hark_jwks_age_seconds";
 pub const CLIENT_CLOSES: &str = "hark_client_closes_total";
 /// Client text messages by `type` (omi's known types, `other`, `invalid`).
 pub const CLIENT_MESSAGES: &str = "hark_client_messages_total";
+/// Client audio frames that did not decode, by `codec`.
+pub const DECODE_FAILURES: &str = "hark_audio_decode_failures_total";
 /// `accept` failures on the client listener (out of file descriptors, mostly).
 pub const ACCEPT_ERRORS: &str = "hark_accept_errors_total";
 
@@ -151,6 +153,7 @@ fn describe() {
         "Seconds since the JWKS URL's key set was last confirmed by a fetch."
     );
     describe_counter!(CLIENT_CLOSES, "Client sessions closed by hark, by close code.");
+    describe_counter!(DECODE_FAILURES, "Client audio frames that did not decode, by codec.");
     describe_counter!(
         CLIENT_MESSAGES,
         "Client text messages accepted and ignored, by type (omi's types, other, invalid)."
@@ -183,6 +186,7 @@ fn register_zeroes() {
         "stt_unavailable",
         "drained",
         "quota_exceeded",
+        "undecodable",
         "error",
     ] {
         metrics::counter!(SESSIONS_TOTAL, "outcome" => outcome).absolute(0);
@@ -192,6 +196,9 @@ fn register_zeroes() {
     }
     for result in ["ok", "not_modified", "error", "timeout"] {
         metrics::counter!(JWKS_FETCHES, "result" => result).absolute(0);
+    }
+    for codec in hark_proto::Codec::ALL {
+        metrics::counter!(DECODE_FAILURES, "codec" => codec.as_str()).absolute(0);
     }
     let message_types = hark_proto::client::KNOWN_CLIENT_TYPES.iter().copied();
     for kind in message_types.chain(["other", "invalid"]) {

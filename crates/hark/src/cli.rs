@@ -249,6 +249,11 @@ pub struct Cli {
     )]
     pub max_frames_per_second: NonZeroU32,
 
+    /// Audio frames in a row that do not decode as the session's codec before it
+    /// is closed with 1003 (each is skipped and counted).
+    #[arg(long, env = "HARK_MAX_DECODE_FAILURES", default_value = "50", help_heading = "Limits")]
+    pub max_decode_failures: NonZeroU32,
+
     /// A client silent (no audio, no keep-alive) this long is closed with 1001.
     #[arg(long, env = "HARK_INACTIVITY_TIMEOUT", default_value = "90s", value_parser = duration, help_heading = "Limits")]
     pub inactivity_timeout: Duration,
@@ -602,6 +607,7 @@ impl Cli {
                 handshake_timeout: self.handshake_timeout,
                 upgrade_rate_per_ip: NonZeroU32::new(self.upgrade_rate_per_ip),
                 max_frames_per_second: self.max_frames_per_second,
+                max_decode_failures: self.max_decode_failures,
             },
             auth: match self.auth {
                 AuthKind::None => AuthConfig::None,

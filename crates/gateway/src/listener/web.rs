@@ -52,6 +52,7 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     params: ListenParams,
     uid: Option<String>,
+    decoder: Box<dyn hark_codec::Decoder>,
 ) {
     let bound = shared.config.limits.handshake_timeout;
     let principal = match authenticate(&mut ws, &shared, uid, bound).await {
@@ -103,7 +104,7 @@ pub(super) async fn run(
     if !send_auth_response(&mut ws, true).await {
         return;
     }
-    session::run(ws, shared, params, who, guard, pass).await;
+    session::run(ws, shared, params, who, guard, pass, decoder).await;
 }
 
 /// Closes a refused client (counted in `hark_client_closes_total{code}`).

@@ -631,6 +631,22 @@ impl PusherLink {
     }
 }
 
+/// Turns the session's audio into 101 frames.
+#[derive(Debug, Default)]
+pub struct AudioEncoder;
+
+impl AudioEncoder {
+    /// An encoder.
+    pub fn new() -> Self {
+        Self
+    }
+
+    /// Encodes one buffer of PCM16 that starts at `start` (Unix seconds).
+    pub fn push(&mut self, start: f64, pcm: &[u8], out: &mut Vec<Bytes>) {
+        out.push(pusher::encode_audio(start, pcm));
+    }
+}
+
 /// The state after a failure: wait and redial, or degrade once the budget is spent.
 fn after(next: Next, outage: Outage) -> State {
     match next {

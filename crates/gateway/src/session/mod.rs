@@ -27,7 +27,6 @@ use futures::StreamExt;
 use hark_proto::client::{segments_to_json, KEEPALIVE_MAX_BYTES};
 use hark_proto::{ListenParams, ProcessingStatus, ServerEvent, ServiceStatus};
 use rand::Rng;
-use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::Message;
@@ -39,7 +38,9 @@ pub use outcome::Outcome;
 use writer::{ClientTx, Outbound};
 
 use crate::admission::AdmissionGuard;
-use crate::metrics::{CLIENT_MESSAGES, PUSHER_DROPPED_FRAMES, SESSIONS_TOTAL, STT_DROPPED_BYTES};
+use crate::metrics::{
+    CLIENT_MESSAGES, DECODE_FAILURES, PUSHER_DROPPED_FRAMES, SESSIONS_TOTAL, STT_DROPPED_BYTES,
+};
 use crate::pusher::link::{LinkCommand, LinkEvent};
 use crate::stt::{SttEvent, SttStartError};
 use crate::Shared;
@@ -74,13 +75,14 @@ pub async fn run(
     who: Identity,
     guard: AdmissionGuard,
     pass: crate::fairuse::Pass,
+    decoder: Box<dyn hark_codec::Decoder>,
 ) {
     let started = Instant::now();
     tracing::info!(session = %who.session_id, uid = %who.uid, sample_rate = params.sample_rate, "session started");
     let (sink, mut stream) = ws.split();
     let (client, writer) =
         writer::spawn(sink, shared.config.limits.client_queue.get(), &shared.tasks);
-    let mut session = Session::new(shared.clone(), params, who, client);
+    let mut session = Session::new(shared.clone(), params, who, client, decoder);
     if !pass.is_empty() {
         let meter = crate::fairuse::spawn(pass, session.bytes_per_second, &shared.tasks);
         session.fair_use = Some(meter);
@@ -137,10 +139,20 @@ struct Session {
     fair_use: Option<crate::fairuse::Meter>,
     /// `Retry-After` of a quota that ran out mid-session.
     quota_retry: Option<Duration>,
+    /// Turns the client's codec into PCM16, chosen once at the upgrade.
+    decoder: Box<dyn hark_codec::Decoder>,
+    /// Audio frames in a row that did not decode.
+    decode_failures: u32,
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, params: ListenParams, who: Identity, client: ClientTx) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        params: ListenParams,
+        who: Identity,
+        client: ClientTx,
+        decoder: Box<dyn hark_codec::Decoder>,
+    ) -> Self {
         let bytes_per_second = f64::from(params.sample_rate) * 2.0;
         let handoff = Handoff::start(&shared, &who.uid, params.sample_rate, who.session_id.clone());
         Self {
@@ -155,6 +167,8 @@ impl Session {
             handoff,
             fair_use: None,
             quota_retry: None,
+            decoder,
+            decode_failures: 0,
         }
     }
 
@@ -231,8 +245,8 @@ impl Session {
                     Some(Ok(Message::Binary(_) | Message::Text(_))) if !frames.take() => break Outcome::Flood,
                     Some(Ok(Message::Binary(data))) => {
                         last_heard = Instant::now();
-                        if data.len() > KEEPALIVE_MAX_BYTES {
-                            self.on_audio(data, &stt.audio);
+                        if data.len() > KEEPALIVE_MAX_BYTES && !self.on_frame(data, &stt.audio) {
+                            break Outcome::Undecodable;
                         }
                     }
                     Some(Ok(Message::Text(text))) => {
@@ -347,7 +361,11 @@ impl Session {
             self.on_link_event(event);
         }
         // 4. Close the client.
-        if let Some((code, reason)) = outcome.close() {
+        if outcome == Outcome::Undecodable {
+            let codec = self.decoder.codec().as_str();
+            let reason = format!("audio frames do not decode as {codec}");
+            self.client.close(1003, &reason);
+        } else if let Some((code, reason)) = outcome.close() {
             self.client.close(code, reason);
         }
         outcome
@@ -395,7 +413,31 @@ impl Session {
         parked_ok
     }
 
-    fn on_audio(&mut self, data: Bytes, stt: &mpsc::Sender<Bytes>) {
+    /// Decodes one client audio frame and relays it. A frame that does not decode
+    /// is skipped and counted; `false` once `--max-decode-failures` came in a row.
+    fn on_frame(&mut self, frame: Bytes, stt: &crate::stt::queue::AudioTx) -> bool {
+        match self.decoder.decode(frame) {
+            Ok(pcm) => {
+                self.decode_failures = 0;
+                if !pcm.is_empty() {
+                    self.on_audio(pcm, stt);
+                }
+                true
+            }
+            Err(error) => {
+                let codec = self.decoder.codec().as_str();
+                metrics::counter!(DECODE_FAILURES, "codec" => codec).increment(1);
+                self.decode_failures += 1;
+                if self.decode_failures == 1 {
+                    tracing::debug!(session = %self.who.session_id, codec, %error, "audio frame skipped: it does not decode");
+                }
+                self.decode_failures < self.shared.config.limits.max_decode_failures.get()
+            }
+        }
+    }
+
+    /// Relays decoded PCM16: times come from decoded samples, never encoded bytes.
+    fn on_audio(&mut self, data: Bytes, stt: &crate::stt::queue::AudioTx) {
         let duration = data.len() as f64 / self.bytes_per_second;
         self.audio_position += duration;
         // 101 carries the Unix time of the buffer's first sample: omi's pusher uses
@@ -405,7 +447,7 @@ impl Session {
         if let Some(meter) = &self.fair_use {
             meter.add(data.len());
         }
-        if stt.try_send(data.clone()).is_err() {
+        if !stt.try_send(data.clone()) {
             metrics::counter!(STT_DROPPED_BYTES).increment(data.len() as u64);
         }
         self.handoff.audio(start, data);

@@ -29,6 +29,8 @@ pub enum Outcome {
     Drained,
     /// The user's audio quota ran out mid-session (1008).
     QuotaExceeded,
+    /// `--max-decode-failures` audio frames in a row did not decode (1003).
+    Undecodable,
     /// The socket failed.
     Error,
 }
@@ -48,6 +50,7 @@ impl Outcome {
             Outcome::SttUnavailable => "stt_unavailable",
             Outcome::Drained => "drained",
             Outcome::QuotaExceeded => "quota_exceeded",
+            Outcome::Undecodable => "undecodable",
             Outcome::Error => "error",
         }
     }
@@ -69,6 +72,9 @@ impl Outcome {
                 Some((1013, "transcription unavailable; retry with jittered backoff"))
             }
             Outcome::Drained => Some((1012, "server restarting; reconnect with jittered backoff")),
+            Outcome::Undecodable => {
+                Some((1003, "audio frames do not decode as the codec the session named"))
+            }
             Outcome::QuotaExceeded => {
                 Some((1008, "audio quota used up for this period; see quota_exceeded.retry_after"))
             }

@@ -24,6 +24,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::queue::AudioRx;
 use super::SttEvent;
 use crate::connect::{self, send_all, Conn, Connector};
 use crate::metrics::{STT_DROPPED_BYTES, STT_RECONNECTS};
@@ -66,7 +67,7 @@ pub struct DeepgramLink {
     /// For logs.
     session_id: Arc<str>,
     /// Audio from the session.
-    audio: mpsc::Receiver<Bytes>,
+    audio: AudioRx,
     /// Events to the session.
     events: mpsc::Sender<SttEvent>,
     /// Seconds of audio received from the session so far (its audio clock).
@@ -91,11 +92,7 @@ pub struct LinkSetup {
 
 impl DeepgramLink {
     /// Creates the link.
-    pub fn new(
-        setup: LinkSetup,
-        audio: mpsc::Receiver<Bytes>,
-        events: mpsc::Sender<SttEvent>,
-    ) -> Self {
+    pub fn new(setup: LinkSetup, audio: AudioRx, events: mpsc::Sender<SttEvent>) -> Self {
         Self {
             connector: setup.connector,
             url: setup.url,
@@ -198,11 +195,11 @@ impl DeepgramLink {
                     batch.push(Message::Binary(pcm));
                     while batch.len() < AUDIO_BATCH {
                         match self.audio.try_recv() {
-                            Ok(more) => {
+                            Some(more) => {
                                 self.position += more.len() as f64 / self.bytes_per_second;
                                 batch.push(Message::Binary(more));
                             }
-                            Err(_) => break,
+                            None => break,
                         }
                     }
                     match send_all(&mut conn, batch.drain(..), WRITE_TIMEOUT).await {

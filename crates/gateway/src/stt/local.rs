@@ -17,7 +17,7 @@ use crate::metrics::STT_DROPPED_BYTES;
 /// closes its audio channel; then lets the decoder flush and reports `Finished`.
 pub async fn run(
     stream: LocalStream,
-    mut audio: mpsc::Receiver<Bytes>,
+    mut audio: super::queue::AudioRx,
     events: mpsc::Sender<SttEvent>,
     session_id: Arc<str>,
 ) {

@@ -4,8 +4,8 @@
 
 pub mod deepgram;
 pub mod local;
+pub mod queue;
 
-use bytes::Bytes;
 use hark_proto::deepgram::SpeakerRun;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -18,10 +18,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::SttConfig;
 use crate::connect::Connector;
-
-/// Audio frames queued to the STT link before the session starts dropping (and
-/// counting) them; ~25 s of 100 ms frames.
-pub const AUDIO_QUEUE: usize = 256;
 
 /// What the STT link tells its session.
 #[derive(Debug)]
@@ -51,7 +47,7 @@ pub enum SttEvent {
 #[derive(Debug)]
 pub struct SttLink {
     /// PCM16 LE mono at the session's sample rate.
-    pub audio: mpsc::Sender<Bytes>,
+    pub audio: queue::AudioTx,
     /// Events for the session.
     pub events: mpsc::Receiver<SttEvent>,
 }
@@ -138,7 +134,7 @@ impl SttBackend {
         session_id: Arc<str>,
         tasks: &TaskTracker,
     ) -> Result<SttLink, SttStartError> {
-        let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE);
+        let (audio_tx, audio_rx) = queue::channel(sample_rate);
         let (events_tx, events_rx) = mpsc::channel(64);
         match self {
             SttBackend::Deepgram { url, api_key, model, policy, connector } => {

@@ -27,7 +27,7 @@ fn secs(s: u64) -> Duration {
 struct Running {
     connector: Arc<MemoryConnector>,
     peers: mpsc::UnboundedReceiver<Peer>,
-    audio: Option<mpsc::Sender<Bytes>>,
+    audio: Option<crate::stt::queue::AudioTx>,
     events: mpsc::Receiver<SttEvent>,
 }
 
@@ -37,7 +37,7 @@ fn start(default: Fault) -> Running {
         Some(MAX_ATTEMPTS),
         Backoff::new(Duration::from_millis(250), secs(2)).unwrap(),
     );
-    let (audio, audio_rx) = mpsc::channel(64);
+    let (audio, audio_rx) = crate::stt::queue::channel(16_000);
     let (events_tx, events) = mpsc::channel(64);
     let setup = LinkSetup {
         connector: connector.clone(),
@@ -135,7 +135,7 @@ async fn a_lost_stream_reconnects_and_keeps_the_audio_clock() {
     ));
     // Two seconds of audio, then the provider drops after a stable stream.
     let audio = run.audio.as_ref().unwrap();
-    audio.send(Bytes::from(vec![0u8; 64_000])).await.unwrap();
+    assert!(audio.try_send(Bytes::from(vec![0u8; 64_000])));
     let got = peer.ws.next().await.unwrap().unwrap();
     assert_eq!(got.len(), 64_000);
     step(secs(11)).await;
@@ -162,7 +162,7 @@ async fn keepalive_goes_out_five_seconds_after_the_last_audio() {
     let mut peer = run.peers.recv().await.unwrap();
     let begun = Instant::now();
     step(secs(3)).await;
-    run.audio.as_ref().unwrap().send(Bytes::from(vec![0u8; 3200])).await.unwrap();
+    assert!(run.audio.as_ref().unwrap().try_send(Bytes::from(vec![0u8; 3200])));
     let reader = tokio::spawn(async move {
         let text = next_text(&mut peer).await;
         (text, Instant::now(), peer)
