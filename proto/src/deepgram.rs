@@ -28,8 +28,26 @@ pub enum SttMessage {
 
 impl SttMessage {
     /// Parses one text frame from the provider.
+    ///
+    /// Reads the `type` first (skipping every other field without building
+    /// anything), then the message's own struct straight from the text: an
+    /// internally tagged enum would buffer the whole message into an intermediate
+    /// tree first, and a `Results` is most of the bytes an STT link carries.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+        #[derive(Deserialize)]
+        struct Kind<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        let Kind { kind } = serde_json::from_str(text)?;
+        Ok(match &*kind {
+            "Results" => SttMessage::Results(serde_json::from_str(text)?),
+            "Metadata" => SttMessage::Metadata(serde_json::from_str(text)?),
+            "UtteranceEnd" => SttMessage::UtteranceEnd(serde_json::from_str(text)?),
+            "SpeechStarted" => SttMessage::SpeechStarted(serde_json::from_str(text)?),
+            "Error" => SttMessage::Error(serde_json::from_str(text)?),
+            _ => SttMessage::Unknown,
+        })
     }
 
     /// Encodes the message (used by the fake provider).

@@ -32,14 +32,16 @@ fn frame_in_to_two_sends(c: &mut Criterion) {
             let (stt, mut stt_rx) = queue::channel(16_000);
             let (link, mut link_rx) = tokio::sync::mpsc::channel::<LinkCommand>(128);
             let frame = Bytes::from(vec![7u8; bytes]);
-            let mut encoder = hark_gateway::pusher::link::AudioEncoder::new();
+            let mut encoder = hark_gateway::pusher::link::AudioEncoder::new(16_000);
             let mut out = Vec::new();
+            let mut start = 1.0e9;
             b.iter_batched(
                 || frame.clone(),
                 |frame| {
                     let pcm = decoder.decode(frame).unwrap();
                     assert!(stt.try_send(pcm.clone()));
-                    let _ = link.try_send(LinkCommand::Audio { start: 1.0e9, pcm });
+                    let _ = link.try_send(LinkCommand::Audio { start, pcm });
+                    start += bytes as f64 / 32_000.0;
                     // The two link tasks' side.
                     black_box(stt_rx.try_recv());
                     if let Ok(LinkCommand::Audio { start, pcm }) = link_rx.try_recv() {

@@ -32,10 +32,12 @@ pub type ClientIo = Prefixed<TcpStream>;
 /// Client sockets: small text frames out, audio frames in (≤ `max_frame_bytes`).
 pub fn client_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        // One audio frame (typically 3–32 KiB) fits the first read.
-        .read_buffer_size(32 * 1024)
-        // Transcript messages are small; batch them but flush at 16 KiB.
-        .write_buffer_size(16 * 1024)
+        // The read buffer is allocated up front for every session and grows only
+        // for a frame that needs more: a 20 ms device frame is 40–640 bytes, a
+        // 100 ms PCM16 frame 3.2 KB.
+        .read_buffer_size(4 * 1024)
+        // Transcript messages are small; batch them but flush at 4 KiB.
+        .write_buffer_size(4 * 1024)
         // A client that stops reading gets 1 MiB of slack before writes fail.
         .max_write_buffer_size(1024 * 1024)
         .max_frame_size(Some(max_frame_bytes))
@@ -45,8 +47,10 @@ pub fn client_config(max_frame_bytes: usize) -> WebSocketConfig {
 /// The STT link: audio out, JSON results in (results are a few KiB; 1 MiB is plenty).
 pub fn stt_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(64 * 1024)
-        .write_buffer_size(64 * 1024)
+        // Results are a few KiB; a longer one grows the buffer for that read.
+        .read_buffer_size(4 * 1024)
+        // Audio is written as it comes (latency), in batches of what is queued.
+        .write_buffer_size(8 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_frame_size(Some(1024 * 1024))
         .max_message_size(Some(1024 * 1024))
@@ -55,8 +59,10 @@ pub fn stt_config() -> WebSocketConfig {
 /// The pusher link: audio and segments out, small acks in.
 pub fn pusher_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(64 * 1024)
+        // Pusher sends only 201 acks.
+        .read_buffer_size(1024)
+        // 101s of ~100 ms (3.2 KB at 16 kHz), a 102 now and then.
+        .write_buffer_size(8 * 1024)
         // A stalled pusher costs at most 2 MiB per session before the link fails
         // and the session goes degraded.
         .max_write_buffer_size(2 * 1024 * 1024)
