@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use hark_loadtest::fake_pusher::{FakePusher, FakePusherConfig};
-use hark_loadtest::fake_stt::{FakeStt, FakeSttConfig};
+use hark_fakes::fake_pusher::{FakePusher, FakePusherConfig};
+use hark_fakes::fake_stt::{FakeStt, FakeSttConfig};
 use hark_loadtest::swarm::{self, Outputs, Script, Source, SwarmConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;

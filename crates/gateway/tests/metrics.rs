@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{metric_value, query, Harness, FRAME_16K};
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
-use hark_loadtest::fake_stt::{silence, synth, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
+use hark_fakes::fake_stt::{silence, synth, VOCAB};
 use hark_proto::ServiceStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::independent::observe;
 use common::{Harness, FRAME_16K};
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
-use hark_loadtest::fake_stt::{silence, synth, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
+use hark_fakes::fake_stt::{silence, synth, VOCAB};
 use hark_proto::{pusher as codes, ServiceStatus};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::{dials, pusher_timings, query, Harness, FRAME_16K};
 use futures::future::join_all;
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
-use hark_loadtest::fake_stt::{silence, synth, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
+use hark_fakes::fake_stt::{silence, synth, VOCAB};
 use hark_proto::ProcessingStatus;
 use hark_resilience::breaker::BreakerState;
 use tokio::time::Instant;

@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{query, Harness, FRAME_16K};
-use hark_loadtest::client::{ConnectError, ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
-use hark_loadtest::fake_stt::{silence, synth, words_for, VOCAB};
+use hark_fakes::client::{ConnectError, ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
+use hark_fakes::fake_stt::{silence, synth, words_for, VOCAB};
 use hark_proto::{pusher as codes, ServiceStatus, Via};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -196,7 +196,7 @@ async fn without_pusher_conversations_take_the_fallback_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_stt_blip_is_reported_and_survived() {
-    use hark_loadtest::fake_stt::SttFault;
+    use hark_fakes::fake_stt::SttFault;
     let h = Harness::start(None, |_| {}).await;
     let mut client = ready_client(&h, "olga", 60).await;
     // The provider drops every stream with 1011 (Deepgram's NET-0001), then recovers.

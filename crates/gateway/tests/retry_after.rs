@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::{pusher_timings, query, Harness};
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
 use hark_proto::ProcessingStatus;
 use tokio::time::Instant;
 

@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::Hark;
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
-use hark_loadtest::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
+use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
 use hark_proto::Via;
 
 const WAIT: Duration = Duration::from_secs(30);

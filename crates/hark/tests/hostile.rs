@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{http_get, open_fds, Hark};
 use futures::future::join_all;
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
 use hark_proto::ServiceStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

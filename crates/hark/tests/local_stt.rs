@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::Hark;
-use hark_loadtest::client::{ListenClient, Received};
+use hark_fakes::client::{ListenClient, Received};
 use hark_proto::ServiceStatus;
 use hark_stt_local::wer;
 

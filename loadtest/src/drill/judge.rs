@@ -581,7 +581,7 @@ fn resources(e: &Evidence) -> Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prom::Buckets;
+    use hark_fakes::prom::Buckets;
 
     const S: u64 = 1000;
 

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::latency::Latencies;
-use crate::prom::{Buckets, Scrape};
+use hark_fakes::prom::{Buckets, Scrape};
 
 /// hark's runtime-lag histogram.
 pub const RUNTIME_LAG: &str = "hark_runtime_lag_seconds";

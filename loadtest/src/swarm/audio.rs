@@ -18,8 +18,8 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::fake_stt::transcribe::{chunk_samples, CHUNK_SECONDS};
-use crate::fake_stt::{silence, synth, VOCAB};
+use hark_fakes::fake_stt::transcribe::{chunk_samples, CHUNK_SECONDS};
+use hark_fakes::fake_stt::{silence, synth, VOCAB};
 
 /// Shape of the generated script.
 #[derive(Clone, Debug)]
@@ -233,7 +233,7 @@ impl AudioStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_stt::transcribe::{Chunk, Chunker};
+    use hark_fakes::fake_stt::transcribe::{Chunk, Chunker};
 
     fn script() -> Source {
         Source::Generated(Script {

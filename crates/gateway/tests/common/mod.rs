@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use hark_gateway::config::GatewayConfig;
 use hark_gateway::Gateway;
-use hark_loadtest::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
-use hark_loadtest::fake_stt::{FakeStt, FakeSttConfig};
+use hark_fakes::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
+use hark_fakes::fake_stt::{FakeStt, FakeSttConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// 16 kHz PCM16: bytes per 100 ms frame.
