@@ -7,14 +7,18 @@
 //! - [`fake_pusher`]: a pusher (design §4) with fault modes switchable at run time
 //!   and counters that prove how hark behaved (dials per second, duplicates, …).
 //! - [`client`]: an app client of `/v4/listen`.
-//! - [`prom`]: reading hark's `/metrics`.
+//! - [`prom`], [`admin`]: reading hark's `/metrics` and its admin port.
+//! - [`process`]: a real `hark` process on loopback ports.
 //!
 //! Both fakes start on `127.0.0.1:0` in-process and are driven through their
 //! handles, or through an HTTP control port when they run as the `fake-stt` and
 //! `fake-pusher` binaries of `hark-loadtest`.
 
+pub mod admin;
 pub mod client;
 pub mod fake_pusher;
 pub mod fake_stt;
+pub mod process;
 pub mod prom;
+mod server;
 mod ws;

@@ -46,7 +46,7 @@ async fn two_hundred_sessions_survive_a_refusing_pusher_and_the_breaker_bounds_d
     let breaker = h.gateway.shared().pusher.as_ref().unwrap().breaker.clone();
     assert_ne!(breaker.state(), BreakerState::Closed, "200 failed first dials open the breaker");
 
-    let (_, before) = h.admin_get("/metrics").await;
+    let before = h.scrape().await;
     let dials_at_open = dials(&before);
     assert!(dials_at_open >= 20.0, "at least the threshold's dials were made: {dials_at_open}");
     let opened = Instant::now();
@@ -71,7 +71,7 @@ async fn two_hundred_sessions_survive_a_refusing_pusher_and_the_breaker_bounds_d
     let hold = COOLDOWN * 3 - opened.elapsed().min(COOLDOWN);
     tokio::time::sleep(hold).await;
     let elapsed = opened.elapsed();
-    let (_, after) = h.admin_get("/metrics").await;
+    let after = h.scrape().await;
     let outage_dials = dials(&after) - dials_at_open;
     let allowed = (elapsed.as_secs_f64() / COOLDOWN.as_secs_f64()).ceil() + 1.0;
     assert!(
@@ -79,10 +79,7 @@ async fn two_hundred_sessions_survive_a_refusing_pusher_and_the_breaker_bounds_d
         "{outage_dials} dials in {elapsed:?} with a {COOLDOWN:?} cooldown (allowed {allowed})"
     );
     assert!(outage_dials >= 1.0, "the breaker's single prober keeps probing");
-    assert!(
-        common::metric_value(&after, "pusher_circuit_breaker_transitions_total{to=\"open\"}")
-            >= 1.0
-    );
+    assert!(after.get("pusher_circuit_breaker_transitions_total", &[("to", "open")]) >= 1.0);
 
     // Nobody was disconnected.
     for c in &clients {
@@ -91,6 +88,6 @@ async fn two_hundred_sessions_survive_a_refusing_pusher_and_the_breaker_bounds_d
             "a client was closed during the outage"
         );
     }
-    assert_eq!(common::metric_value(&after, "hark_sessions_active"), SESSIONS as f64);
-    assert_eq!(common::metric_value(&after, "pusher_sessions_degraded"), SESSIONS as f64);
+    assert_eq!(after.get("hark_sessions_active", &[]), SESSIONS as f64);
+    assert_eq!(after.get("pusher_sessions_degraded", &[]), SESSIONS as f64);
 }

@@ -25,7 +25,7 @@ async fn start() -> (Hark, tempfile::TempDir) {
             .iter()
             .map(|s| s.to_string())
             .collect();
-    (Hark::start(&args).await, outbox)
+    (common::start(&args).await, outbox)
 }
 
 /// Streams 16 kHz PCM16 through one session and returns its segments' text and

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::time::DelayQueue;
 
 use super::stats::Recorder;
-use super::{PusherMode, Shared, LISTEN_PATH};
+use super::{PusherMode, Shared, LISTEN_PATH, NAME};
 use crate::ws::{self, Ws};
 
 /// Longest a `blackhole`/`stall` socket is held before it is dropped.
@@ -51,7 +51,6 @@ impl Drop for LinkOpen<'_> {
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, _permit: OwnedSemaphorePermit) {
     shared.recorder.tcp_accepted();
     let _tcp = TcpOpen(&shared.recorder);
-    ws::tune(&stream);
     let mut mode = shared.mode.subscribe();
     if mode.borrow_and_update().holds_new_connections() {
         return hold(&shared, stream, &mut mode).await;
@@ -61,15 +60,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, _permit: Owned
         uid = Some(check_upgrade(&shared, req)?);
         Ok(resp)
     };
-    let config = ws::server_config(MAX_MESSAGE);
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    let ws = tokio::select! {
-        _ = shared.cancel.cancelled() => return,
-        done = tokio::time::timeout(ws::HANDSHAKE_TIMEOUT, handshake) => match done {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(err)) => return tracing::debug!(%err, "fake pusher handshake failed"),
-            Err(_) => return tracing::debug!("fake pusher handshake timed out"),
-        },
+    let Some(ws) = ws::accept(stream, callback, MAX_MESSAGE, &shared.life.cancel, NAME).await
+    else {
+        return;
     };
     let Some(uid) = uid else { return };
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -90,7 +83,7 @@ async fn hold(shared: &Shared, mut stream: TcpStream, mode: &mut watch::Receiver
     let mut discard = [0u8; 4096];
     loop {
         tokio::select! {
-            _ = shared.cancel.cancelled() => return,
+            _ = shared.life.cancel.cancelled() => return,
             () = &mut limit => return,
             read = stream.read(&mut discard) => {
                 if !matches!(read, Ok(n) if n > 0) {
@@ -176,7 +169,7 @@ impl Link<'_> {
             };
             tokio::select! {
                 biased;
-                _ = self.shared.cancel.cancelled() => {
+                _ = self.shared.life.cancel.cancelled() => {
                     return ws::close(&mut self.ws, CloseCode::Away, "fake pusher shutting down").await;
                 }
                 changed = mode.changed() => {
