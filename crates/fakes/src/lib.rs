@@ -9,6 +9,7 @@
 //! - [`client`]: an app client of `/v4/listen`.
 //! - [`prom`], [`admin`]: reading hark's `/metrics` and its admin port.
 //! - [`process`]: a real `hark` process on loopback ports.
+//! - [`wav`]: a WAV file as the 16-bit PCM a client sends.
 //!
 //! Both fakes start on `127.0.0.1:0` in-process and are driven through their
 //! handles, or through an HTTP control port when they run as the `fake-stt` and
@@ -20,5 +21,6 @@ pub mod fake_pusher;
 pub mod fake_stt;
 pub mod process;
 pub mod prom;
+pub mod wav;
 mod server;
 mod ws;

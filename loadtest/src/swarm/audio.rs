@@ -13,7 +13,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -49,29 +48,8 @@ impl Source {
     /// Reads a WAV file: 16-bit integer PCM; the first channel is used. Returns the
     /// source and the file's sample rate.
     pub fn wav(path: &Path) -> anyhow::Result<(Source, u32)> {
-        let mut reader =
-            hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let spec = reader.spec();
-        if spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
-            anyhow::bail!(
-                "{}: need 16-bit integer PCM, found {} bits {:?}",
-                path.display(),
-                spec.bits_per_sample,
-                spec.sample_format
-            );
-        }
-        let channels = usize::from(spec.channels.max(1));
-        let mut pcm = Vec::new();
-        for (i, sample) in reader.samples::<i16>().enumerate() {
-            let sample = sample.with_context(|| format!("reading {}", path.display()))?;
-            if i % channels == 0 {
-                pcm.extend_from_slice(&sample.to_le_bytes());
-            }
-        }
-        if pcm.is_empty() {
-            anyhow::bail!("{} holds no samples", path.display());
-        }
-        Ok((Source::Wav { pcm: Arc::new(pcm) }, spec.sample_rate))
+        let wav = hark_fakes::wav::read_pcm16(path)?;
+        Ok((Source::Wav { pcm: Arc::new(wav.pcm) }, wav.sample_rate))
     }
 }
 
