@@ -158,11 +158,6 @@ fn a_model_dir_without_a_language_model_is_refused() {
     assert!(matches!(&error, LocalSttError::Model(m) if m.contains("language model")), "{error}");
 }
 
-#[test]
-fn compiled_in() {
-    assert!(LocalEngine::compiled_in());
-}
-
 /// A LibriVox clip from the test data, as 16 kHz PCM16.
 fn librivox(id: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("HARK_POCKETSPHINX_DATADIR"))
