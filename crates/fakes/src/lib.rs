@@ -21,6 +21,6 @@ pub mod fake_pusher;
 pub mod fake_stt;
 pub mod process;
 pub mod prom;
-pub mod wav;
 mod server;
+pub mod wav;
 mod ws;

@@ -78,8 +78,12 @@ mod tests {
     use super::*;
 
     fn write(path: &Path, channels: u16, bits: u16, samples: &[i32]) {
-        let spec =
-            hound::WavSpec { channels, sample_rate: 8000, bits_per_sample: bits, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: 8000,
+            bits_per_sample: bits,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(path, spec).unwrap();
         for &s in samples {
             w.write_sample(s).unwrap();

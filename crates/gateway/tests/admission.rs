@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{pusher_saw_uid, Harness};
-use hark_gateway::auth::JwtConfig;
-use hark_gateway::config::AuthConfig;
 use hark_fakes::client::{ConnectError, ListenClient, Received};
 use hark_fakes::fake_pusher::PusherMode;
+use hark_gateway::auth::JwtConfig;
+use hark_gateway::config::AuthConfig;
 use hark_proto::ServiceStatus;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -164,7 +164,8 @@ async fn capacity_and_per_user_limits_refuse_with_retry_after_and_ready_follows_
     assert_eq!(status_of(&h, &q("cat"), None).await.0, 101);
 
     let after = h.scrape().await;
-    let refused = |reason| after.increase(&before, "hark_session_rejections_total", &[("reason", reason)]);
+    let refused =
+        |reason| after.increase(&before, "hark_session_rejections_total", &[("reason", reason)]);
     assert_eq!(refused("user_limit"), 1.0);
     assert_eq!(refused("capacity"), 1.0);
 }
@@ -186,6 +187,7 @@ async fn upgrades_over_the_per_ip_rate_get_429_with_retry_after() {
     assert!(refused.1.as_deref().unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(refused.2.as_deref(), Some("upgrades-per-ip"));
     let after = h.scrape().await;
-    let refused = after.increase(&before, "hark_session_rejections_total", &[("reason", "rate_limit")]);
+    let refused =
+        after.increase(&before, "hark_session_rejections_total", &[("reason", "rate_limit")]);
     assert_eq!(refused, 2.0);
 }

@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{pusher_saw_uid, Harness};
 use futures::future::join_all;
+use hark_fakes::client::{ConnectError, ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
 use hark_gateway::auth::{JwksFetchPolicy, JwtConfig};
 use hark_gateway::config::{AuthConfig, GatewayConfig};
 use hark_gateway::{Gateway, StartError};
-use hark_fakes::client::{ConnectError, ListenClient, Received};
-use hark_fakes::fake_pusher::PusherMode;
 use hark_proto::ServiceStatus;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -223,8 +223,11 @@ async fn keys_from_the_url_verify_tokens_and_a_rotation_is_picked_up_with_one_fe
     let (status, _) = upgrade(&h, &token("rsa_wrong.key.pem", "rsa-c", "carol", 300)).await;
     assert_eq!(status, 401);
     assert_eq!(idp.requests(), 2);
-    let failures =
-        h.scrape().await.increase(&before, "hark_auth_failures_total", &[("reason", "unknown_key")]);
+    let failures = h.scrape().await.increase(
+        &before,
+        "hark_auth_failures_total",
+        &[("reason", "unknown_key")],
+    );
     assert_eq!(failures, 1.0);
 }
 

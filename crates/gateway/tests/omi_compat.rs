@@ -100,9 +100,14 @@ async fn an_8_kib_image_chunk_and_omis_other_messages_leave_the_session_streamin
     );
     assert_eq!(client.words(), vec![VOCAB[9]]);
     let after = h.scrape().await;
-    for kind in
-        ["image_chunk", "speaker_assigned", "suggested_transcript", "skip_question", "other", "invalid"]
-    {
+    for kind in [
+        "image_chunk",
+        "speaker_assigned",
+        "suggested_transcript",
+        "skip_question",
+        "other",
+        "invalid",
+    ] {
         let counted = after.increase(&before, "hark_client_messages_total", &[("type", kind)]);
         assert!(counted >= 1.0, "hark_client_messages_total{{type={kind:?}}} grew by {counted}");
     }

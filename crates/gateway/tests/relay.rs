@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{query, Harness, FRAME_16K};
-use hark_gateway::outbox;
 use hark_fakes::client::{ConnectError, ListenClient, Received};
 use hark_fakes::fake_pusher::PusherMode;
 use hark_fakes::fake_stt::{silence, synth, words_for, VOCAB};
+use hark_gateway::outbox;
 use hark_proto::{pusher as codes, ConversationRecord, ServiceStatus, Via};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -201,7 +201,8 @@ async fn without_pusher_a_conversation_is_announced_only_once_its_record_is_on_d
         .wait_for(WAIT, |r| match r {
             Received::Created { conversation_id, via: Via::Fallback } => {
                 let records = records_on_disk(h.outbox.path());
-                on_disk_when_told = Some(records.into_iter().find(|r| r.conversation_id == *conversation_id));
+                on_disk_when_told =
+                    Some(records.into_iter().find(|r| r.conversation_id == *conversation_id));
                 true
             }
             _ => false,
@@ -228,9 +229,8 @@ async fn without_pusher_a_conversation_is_announced_only_once_its_record_is_on_d
     tokio::time::timeout(WAIT, failed).await.expect("the outbox write fails and is counted");
     // Whatever hark sent about that conversation has arrived by now: it would have
     // been sent before the write failed, or right after.
-    let told = client
-        .wait_for(Duration::from_secs(1), |r| matches!(r, Received::Created { .. }))
-        .await;
+    let told =
+        client.wait_for(Duration::from_secs(1), |r| matches!(r, Received::Created { .. })).await;
     assert!(!told, "a conversation with no record on disk was announced: {:?}", client.received);
     std::fs::remove_file(dir).unwrap();
     std::fs::rename(dir.with_extension("moved"), dir).unwrap();

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{http_get, open_fds};
-use hark_fakes::admin;
 use futures::future::join_all;
+use hark_fakes::admin;
 use hark_fakes::client::{ListenClient, Received};
 use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
 use hark_fakes::prom::Scrape;
@@ -325,8 +325,10 @@ async fn hostile_clients_get_named_outcomes_and_do_not_hurt_a_well_behaved_sessi
     let lag = |from, to| histogram_p99(from, to, "hark_runtime_lag_seconds");
     eprintln!(
         "inside hark: transcript latency p99 {} → {}, runtime lag p99 {} → {}",
-        inside(&hark_before, &hark_baseline), inside(&hark_baseline, &hark_during),
-        lag(&hark_before, &hark_baseline), lag(&hark_baseline, &hark_during),
+        inside(&hark_before, &hark_baseline),
+        inside(&hark_baseline, &hark_during),
+        lag(&hark_before, &hark_baseline),
+        lag(&hark_baseline, &hark_during),
     );
     // Loopback latencies are a few ms and scheduling noise on a shared 2-core box is
     // of the same order, so the ratio is asserted above a 25 ms floor; the raw

@@ -162,7 +162,8 @@ fn a_model_dir_without_a_language_model_is_refused() {
 fn librivox(id: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("HARK_POCKETSPHINX_DATADIR"))
         .join(format!("test/data/librivox/sense_and_sensibility_01_austen_64kb-{id}.wav"));
-    let mut wav = hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut wav =
+        hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!((wav.spec().sample_rate, wav.spec().channels), (16_000, 1), "{}", path.display());
     wav.samples::<i16>().flat_map(|s| s.expect("a 16-bit sample").to_le_bytes()).collect()
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use hark_loadtest::cli::{self, Addresses};
 use hark_fakes::fake_pusher::{self, FakePusher, FakePusherConfig, PusherMode};
+use hark_loadtest::cli::{self, Addresses};
 
 /// A pusher for load tests: acks every 104 with a 201 and counts connection
 /// attempts per second, frames by code, conversations processed and duplicates.

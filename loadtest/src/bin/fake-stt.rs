@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use hark_loadtest::cli::{self, Addresses};
 use hark_fakes::fake_stt::{self, FakeStt, FakeSttConfig, SttFault};
+use hark_loadtest::cli::{self, Addresses};
 
 /// A Deepgram-compatible streaming STT server for load tests.
 ///

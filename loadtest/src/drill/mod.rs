@@ -35,9 +35,9 @@ use self::procs::{Proc, Procs};
 use self::report::Report;
 use self::scenario::{Action, Plan, Scenario};
 use self::timeline::{Observation, Row, Sampler};
+use crate::swarm::{unix_ms, Progress, SwarmResult};
 use hark_fakes::fake_pusher::PusherStats;
 use hark_fakes::prom::Scrape;
-use crate::swarm::{unix_ms, Progress, SwarmResult};
 
 /// How a drill runs.
 #[derive(Clone, Debug)]

@@ -258,10 +258,7 @@ mod tests {
                 verdict,
             }],
             figures: Figures { breaker_open_after_s: Some(5.5), ..Figures::default() },
-            breaker: Report::breaker_rows(
-                &[Transition { unix_ms: 6500, to: "open".into() }],
-                1000,
-            ),
+            breaker: Report::breaker_rows(&[Transition { unix_ms: 6500, to: "open".into() }], 1000),
             dials_per_session: 2.0,
             pusher: serde_json::json!({}),
             swarm: None,

@@ -134,11 +134,7 @@ fn unix_now_ms() -> u64 {
 
 impl Recorder {
     pub(crate) fn new(record: bool) -> Self {
-        Self {
-            state: Mutex::default(),
-            record,
-            changes: watch::Sender::new(0),
-        }
+        Self { state: Mutex::default(), record, changes: watch::Sender::new(0) }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {

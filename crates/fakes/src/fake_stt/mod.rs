@@ -227,7 +227,11 @@ impl FakeStt {
 
     /// Waits until `pred` holds for the counters, re-checking after every change
     /// (no polling); `false` on timeout.
-    pub async fn wait_stats(&self, timeout: Duration, mut pred: impl FnMut(&SttStats) -> bool) -> bool {
+    pub async fn wait_stats(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&SttStats) -> bool,
+    ) -> bool {
         let changes = self.shared.changes.subscribe();
         server::wait_changes(changes, timeout, || pred(&self.stats())).await
     }

@@ -88,7 +88,8 @@ fn read_wav(path: &Path) -> Result<(u32, Vec<u8>), String> {
     let bad = |why: String| format!("{}: {why}", path.display());
     let mut reader = hound::WavReader::open(path).map_err(|e| bad(e.to_string()))?;
     let spec = reader.spec();
-    if (spec.channels, spec.bits_per_sample, spec.sample_format) != (1, 16, hound::SampleFormat::Int)
+    if (spec.channels, spec.bits_per_sample, spec.sample_format)
+        != (1, 16, hound::SampleFormat::Int)
     {
         return Err(bad("not 16-bit mono PCM".into()));
     }
