@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::handshake::server::{Callback, ErrorResponse};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use tokio_tungstenite::tungstenite::http::{header, Response, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -39,22 +39,25 @@ fn server_config(max_message: usize) -> WebSocketConfig {
 }
 
 /// Upgrades an accepted connection, bounded by [`HANDSHAKE_TIMEOUT`] and by the
-/// fake's shutdown. `callback` sees the request and may refuse it; `None` when the
-/// upgrade did not happen (refused, failed, timed out, or shutting down).
-pub(crate) async fn accept<C>(
+/// fake's shutdown. `check` sees the request and refuses it or returns what the
+/// stream needs from it (`T`); `None` when the upgrade did not happen (refused,
+/// failed, timed out, or shutting down).
+pub(crate) async fn accept<T>(
     stream: TcpStream,
-    callback: C,
+    check: impl FnOnce(&Request) -> Result<T, ErrorResponse> + Unpin,
     max_message: usize,
     cancel: &CancellationToken,
     name: &str,
-) -> Option<Ws>
-where
-    C: Callback + Unpin,
-{
+) -> Option<(Ws, T)> {
     tune(&stream);
+    let mut checked = None;
+    let callback = |req: &Request, resp: Response<()>| -> Result<Response<()>, ErrorResponse> {
+        checked = Some(check(req)?);
+        Ok(resp)
+    };
     let config = server_config(max_message);
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    tokio::select! {
+    let ws = tokio::select! {
         _ = cancel.cancelled() => None,
         done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match done {
             Ok(Ok(ws)) => Some(ws),
@@ -67,7 +70,8 @@ where
                 None
             }
         },
-    }
+    };
+    Some((ws?, checked?))
 }
 
 /// Per-socket options for an accepted connection.

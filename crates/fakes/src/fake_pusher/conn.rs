@@ -11,7 +11,7 @@ use hark_proto::pusher::{Ack, PusherFrame};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -55,16 +55,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, _permit: Owned
     if mode.borrow_and_update().holds_new_connections() {
         return hold(&shared, stream, &mut mode).await;
     }
-    let mut uid = None;
-    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        uid = Some(check_upgrade(&shared, req)?);
-        Ok(resp)
-    };
-    let Some(ws) = ws::accept(stream, callback, MAX_MESSAGE, &shared.life.cancel, NAME).await
-    else {
-        return;
-    };
-    let Some(uid) = uid else { return };
+    let check = |req: &Request| check_upgrade(&shared, req);
+    let accepted = ws::accept(stream, check, MAX_MESSAGE, &shared.life.cancel, NAME).await;
+    let Some((ws, uid)) = accepted else { return };
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     shared.recorder.link_opened(&uid);
     let _link = LinkOpen(&shared.recorder, &uid);

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use tokio_tungstenite::tungstenite::http::{header, StatusCode};
 
 pub use control::serve_control;
@@ -244,17 +244,9 @@ impl FakeStt {
 }
 
 async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, _permit: OwnedSemaphorePermit) {
-    let mut sample_rate = None;
-    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        let rate = check_upgrade(&shared, req)?;
-        sample_rate = Some(rate);
-        Ok(resp)
-    };
-    let Some(ws) = ws::accept(stream, callback, MAX_MESSAGE, &shared.life.cancel, NAME).await
-    else {
-        return;
-    };
-    let Some(sample_rate) = sample_rate else { return };
+    let check = |req: &Request| check_upgrade(&shared, req);
+    let accepted = ws::accept(stream, check, MAX_MESSAGE, &shared.life.cancel, NAME).await;
+    let Some((ws, sample_rate)) = accepted else { return };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     shared.count(|s| s.connections += 1);
     stream::run(ws, shared, id, sample_rate).await;
