@@ -60,7 +60,8 @@ impl Scrape {
     }
 
     /// The cumulative buckets of histogram `name` (`le` bounds ascending, `+Inf`
-    /// last), summed over label sets. Empty when the histogram is absent.
+    /// last), summed over label sets. Empty when the histogram is absent (or its
+    /// `# TYPE` line is, which the exporter always writes).
     pub fn histogram(&self, name: &str) -> Buckets {
         let mut by_le: BTreeMap<OrderedF64, f64> = BTreeMap::new();
         for sample in self.matching(name, &[]) {
@@ -68,13 +69,6 @@ impl Scrape {
                 for bucket in buckets {
                     *by_le.entry(OrderedF64(bucket.less_than)).or_default() += bucket.count;
                 }
-            }
-        }
-        // Without its `# TYPE` line a histogram's buckets are plain `_bucket` samples.
-        for sample in self.matching(&format!("{name}_bucket"), &[]) {
-            let le = sample.labels.get("le").and_then(|le| le.parse::<f64>().ok());
-            if let (Some(le), Value::Untyped(count)) = (le, &sample.value) {
-                *by_le.entry(OrderedF64(le)).or_default() += count;
             }
         }
         Buckets(by_le.into_iter().map(|(le, count)| (le.0, count)).collect())
@@ -233,8 +227,6 @@ garbage line without value
     #[test]
     fn quantiles_interpolate_like_prometheus() {
         let h = Scrape::parse(TEXT).histogram("hark_runtime_lag_seconds");
-        let untyped = TEXT.replace("# TYPE hark_runtime_lag_seconds histogram", "");
-        assert_eq!(Scrape::parse(&untyped).histogram("hark_runtime_lag_seconds"), h);
         assert_eq!(h.count(), 100.0);
         // Rank 50 of 90 in the first bucket: 50/90 of the way from 0 to 1 ms.
         let p50 = h.quantile(0.5).unwrap();
