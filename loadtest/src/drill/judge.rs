@@ -72,6 +72,9 @@ pub struct Evidence {
     pub end_ms: u64,
     /// hark's `--pusher-ping-timeout`.
     pub ping_timeout: Duration,
+    /// hark's `--pusher-connect-timeout`: the longest a dial takes, so a dial
+    /// counted at `t` began no earlier than `t` minus this.
+    pub connect_timeout: Duration,
     /// hark's `--breaker-cooldown`.
     pub cooldown: Duration,
     /// hark's `--recovery-rate`.
@@ -280,8 +283,11 @@ fn dials_while_open(e: &Evidence, f: &mut Figures) -> Target {
         let deadline = e.fault_ms + (e.ping_timeout + Duration::from_secs(5)).as_millis() as u64;
         spans.push((deadline, e.heal_ms.max(deadline)));
     }
+    // hark counts a dial when it ends: a window counts as "while open" once even
+    // its earliest dial must have begun after the span started.
+    let began_after = |start: u64| start + e.connect_timeout.as_millis() as u64;
     let open: Vec<DialWindow> =
-        spans.iter().flat_map(|&(a, b)| inside(&e.dials, a, b)).copied().collect();
+        spans.iter().flat_map(|&(a, b)| inside(&e.dials, began_after(a), b)).copied().collect();
     let dials: u64 = open.iter().map(|w| w.dials).sum();
     let open_ms: u64 = spans.iter().map(|(a, b)| b - a).sum();
     let max = max_in_window(&open, window.as_millis() as u64);
@@ -646,6 +652,7 @@ mod tests {
             during_to_ms: 150 * S,
             end_ms: 240 * S,
             ping_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(3),
             cooldown: Duration::from_secs(60),
             recovery_rate: 50.0,
             transitions: vec![
@@ -767,6 +774,23 @@ mod tests {
         let mut e = good();
         e.duplicates = 1;
         assert_eq!(find(&judge(&e).0, "conversations").verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn dials_ending_within_a_connect_timeout_of_the_trip_began_before_it() {
+        // hark counts a dial when it ends: dials begun before the trip at 52 s end
+        // up to 3 s (the connect timeout) later and are not dials while open.
+        let mut e = good();
+        dial(&mut e, 54, 7);
+        dial(&mut e, 55, 7);
+        let (targets, figures) = judge(&e);
+        assert_eq!(find(&targets, "dials_while_open").verdict, Verdict::Pass);
+        assert_eq!(figures.dials_while_open, 2);
+        // One second later they can only have begun while open.
+        dial(&mut e, 56, 3);
+        let (targets, figures) = judge(&e);
+        assert_eq!(find(&targets, "dials_while_open").verdict, Verdict::Fail);
+        assert_eq!(figures.dials_while_open, 5);
     }
 
     #[test]

@@ -242,6 +242,9 @@ pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::R
         ping_timeout: plan
             .hark_duration("pusher-ping-timeout", &config.hark_args)
             .unwrap_or(Duration::from_secs(20)),
+        connect_timeout: plan
+            .hark_duration("pusher-connect-timeout", &config.hark_args)
+            .unwrap_or(Duration::from_secs(3)),
         cooldown: plan
             .hark_duration("breaker-cooldown", &config.hark_args)
             .unwrap_or(Duration::from_secs(60)),

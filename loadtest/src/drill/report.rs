@@ -197,10 +197,11 @@ const METHOD: &[&str] = &[
      scrape interval: sessions' dials, the breaker's probe and outbox replays, including dials \
      to a closed port (`refuse`, `flapping`) that never reach pusher.",
     "The dial limit is judged over every breaker-cooldown-long window while the breaker is open \
-     or half-open, counting the scrape intervals that lie wholly inside that span (an interval \
-     holding the trip or the close cannot say which of its dials came before it, so it is not \
-     counted); if the breaker never opened, from the moment it should have (fault + \
-     ping-timeout + 5 s) to the heal.",
+     or half-open, counting the scrape intervals that lie wholly inside that span, from one \
+     pusher-connect-timeout after it began: hark counts a dial when it ends, so an interval \
+     holding the trip or the close, or the stragglers of dials begun before the trip, cannot \
+     say which of its dials began while open, and is not counted. If the breaker never opened, \
+     from the moment it should have (fault + ping-timeout + 5 s) to the heal.",
     "Latency is per word, from the client's view: the swarm runs fake-stt's recogniser over the \
      audio it sends, and latency = arrival of the segment holding word k − the instant the last \
      byte of the chunk that became word k was sent. Before = from the end of the ramp-up to the \
