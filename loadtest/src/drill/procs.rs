@@ -17,6 +17,21 @@ use crate::cli::Addresses;
 /// The binaries a drill needs.
 pub const BINARIES: [&str; 4] = ["hark", "fake-stt", "fake-pusher", "swarm"];
 
+/// Variables cargo sets for the program it runs (prefixes), as opposed to its own
+/// configuration (`CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_BUILD_*`, …).
+const RUNTIME_VARS: [&str; 10] = [
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_BIN_EXE_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "CARGO_MAKEFLAGS",
+    "OUT_DIR",
+];
+
 /// Bound on a child's first line (its addresses).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -58,6 +73,15 @@ pub async fn cargo_build(
 ) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--locked", "--bins", "--message-format=json-render-diagnostics"]);
+    // What cargo set for the running package (`cargo run`, `cargo test`) is not
+    // configuration: build scripts that track `CARGO_PKG_NAME` and the like would
+    // see it "change" and rebuild their crates each time.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if RUNTIME_VARS.iter().any(|prefix| name.starts_with(prefix)) {
+            cmd.env_remove(&*name);
+        }
+    }
     for package in packages {
         cmd.args(["-p", package]);
     }
