@@ -59,3 +59,29 @@ pub fn progress_interval(every: Duration) -> tokio::time::Interval {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     interval
 }
+
+/// What a fake binary does once its servers are up: prints its addresses, calls
+/// `progress` every `every` until SIGINT/SIGTERM, then prints `final_stats()`.
+pub async fn run_fake<T: Serialize>(
+    addresses: Addresses,
+    every: Duration,
+    mut progress: impl FnMut(),
+    final_stats: impl FnOnce() -> T,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    print_json_line(&addresses)?;
+    let mut ticks = progress_interval(every);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            result = &mut signal => {
+                result.context("waiting for signals")?;
+                break;
+            }
+            _ = ticks.tick() => progress(),
+        }
+    }
+    print_json_line(&final_stats())?;
+    Ok(())
+}

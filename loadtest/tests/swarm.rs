@@ -1,34 +1,26 @@
 //! The swarm against a real `hark` binary and in-process fakes: words are matched
 //! to their audio, conversations are announced and reach pusher, nobody is
-//! disconnected. Skipped (with a message) when no `hark` binary has been built;
-//! `scripts/drill-ci.sh` builds it and runs the full drill.
+//! disconnected. The test builds `hark` first with the cargo that built it (a
+//! no-op when fresh), so it never skips and never runs a stale binary;
+//! `scripts/drill-ci.sh` runs the full drill.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::ffi::OsStr;
 use std::time::Duration;
 
-use hark_loadtest::fake_pusher::{FakePusher, FakePusherConfig};
-use hark_loadtest::fake_stt::{FakeStt, FakeSttConfig};
+use hark_fakes::fake_pusher::{FakePusher, FakePusherConfig};
+use hark_fakes::fake_stt::{FakeStt, FakeSttConfig};
+use hark_fakes::process::HarkProcess;
+use hark_loadtest::drill::procs;
 use hark_loadtest::swarm::{self, CodecMix, Outputs, Script, Source, SwarmConfig};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
-
-/// `$HARK_BIN`, or `hark` beside this package's binaries (debug, then release).
-fn hark_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("HARK_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let swarm = PathBuf::from(env!("CARGO_BIN_EXE_swarm"));
-    let dir = swarm.parent()?;
-    [dir.join("hark"), dir.parent()?.join("release").join("hark")].into_iter().find(|p| p.is_file())
-}
 
 #[tokio::test]
 async fn swarm_measures_words_and_conversations_through_hark() {
-    let Some(hark) = hark_binary() else {
-        eprintln!("skipped: no hark binary (cargo build -p hark, or set HARK_BIN)");
-        return;
-    };
+    let release = !cfg!(debug_assertions);
+    let built = procs::cargo_build(OsStr::new(env!("CARGO")), &["hark"], release)
+        .await
+        .expect("hark builds");
+    let binary = built.get("hark").expect("cargo reports the hark binary");
     let stt = FakeStt::start(FakeSttConfig {
         words_per_result: 1,
         latency: Duration::from_millis(50),
@@ -38,31 +30,13 @@ async fn swarm_measures_words_and_conversations_through_hark() {
     .unwrap();
     let pusher = FakePusher::start(FakePusherConfig::default()).await.unwrap();
     let outbox = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(&hark)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--stt", "deepgram"])
-        .args(["--stt-url", &stt.url(), "--stt-api-key", "k", "--log-format", "json"])
-        .args(["--pusher-url", &pusher.url()])
-        .arg("--outbox-dir")
-        .arg(outbox.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let listen = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if value["fields"]["message"] == "hark is listening" {
-                return value["fields"]["listen"].as_str().unwrap().to_owned();
-            }
-        }
-        panic!("hark exited before listening");
-    })
-    .await
-    .expect("hark listens within 20 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let args: Vec<String> = ["--stt", "deepgram", "--stt-url", &stt.url(), "--stt-api-key", "k"]
+        .into_iter()
+        .chain(["--pusher-url", &pusher.url(), "--outbox-dir", outbox.path().to_str().unwrap()])
+        .map(str::to_owned)
+        .collect();
+    let hark = HarkProcess::start(binary, &args).await;
+    let listen = hark.client;
 
     let dir = tempfile::tempdir().unwrap();
     let config = SwarmConfig {
@@ -91,7 +65,7 @@ async fn swarm_measures_words_and_conversations_through_hark() {
         conversation_ids: Some(dir.path().join("ids.csv")),
     };
     let result = swarm::run(config, outputs, CancellationToken::new()).await.unwrap();
-    let _ = child.start_kill();
+    drop(hark);
 
     assert!(result.errors.is_empty(), "{:?}", result.errors);
     assert!(result.disconnects.is_empty(), "{:?}", result.disconnects);

@@ -7,6 +7,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use hark_resilience::breaker::LAST_TRANSITION_METRIC as BREAKER_LAST_TRANSITION;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
@@ -159,6 +160,11 @@ fn describe() {
         "Client text messages accepted and ignored, by type (omi's types, other, invalid)."
     );
     describe_counter!(ACCEPT_ERRORS, "Failed accepts on the client listener (e.g. out of fds).");
+    describe_gauge!(
+        BREAKER_LAST_TRANSITION,
+        Unit::Seconds,
+        "Unix time of the pusher breaker's latest transition into each state (0: never)."
+    );
 }
 
 /// Registers every contract series with its known labels at zero, so a fresh
@@ -219,6 +225,8 @@ fn register_zeroes() {
     }
     for to in ["open", "half_open", "closed"] {
         metrics::counter!("pusher_circuit_breaker_transitions_total", "to" => to).absolute(0);
+        // Registers at 0 ("never") without overwriting a transition already stamped.
+        metrics::gauge!(BREAKER_LAST_TRANSITION, "to" => to).increment(0.0);
     }
     for counter in [
         STT_RECONNECTS,

@@ -7,11 +7,11 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{metric_value, Harness};
+use common::{pusher_saw_uid, Harness};
+use hark_fakes::client::{ConnectError, ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
 use hark_gateway::auth::JwtConfig;
 use hark_gateway::config::AuthConfig;
-use hark_loadtest::client::{ConnectError, ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
 use hark_proto::ServiceStatus;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -91,19 +91,12 @@ async fn jwt_sessions_take_their_uid_from_sub_and_bad_tokens_get_401() {
                 .await
         );
         // The pusher link is dialed with the token's subject as uid.
-        let mut uids = Vec::new();
-        for _ in 0..500 {
-            uids = h.pusher().frames().into_iter().map(|f| f.uid).collect::<Vec<String>>();
-            if uids.iter().any(|u| u == uid) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(uids.iter().any(|u| u == uid), "pusher saw uid {uid}: {uids:?}");
+        assert!(pusher_saw_uid(&h, uid).await, "pusher never saw uid {uid}");
         client.close().await.expect("the closing handshake completes");
     }
 
     // Refusals: 401 before the upgrade, counted.
+    let before = h.scrape().await;
     let expired = token(Algorithm::HS256, &hs, None, "u", -3600);
     let wrong = token(
         Algorithm::HS256,
@@ -123,10 +116,11 @@ async fn jwt_sessions_take_their_uid_from_sub_and_bad_tokens_get_401() {
     }
     // A uid in the query is not an identity under jwt.
     assert_eq!(status_of(&h, &format!("{QUERY}&uid=mallory"), None).await.0, 401);
-    let (_, body) = h.admin_get("/metrics").await;
-    assert_eq!(metric_value(&body, r#"hark_session_rejections_total{reason="auth"}"#), 5.0);
-    assert_eq!(metric_value(&body, r#"hark_auth_failures_total{reason="expired"}"#), 1.0);
-    assert_eq!(metric_value(&body, r#"hark_auth_failures_total{reason="missing"}"#), 2.0);
+    let after = h.scrape().await;
+    let counted = |name, reason| after.increase(&before, name, &[("reason", reason)]);
+    assert_eq!(counted("hark_session_rejections_total", "auth"), 5.0);
+    assert_eq!(counted("hark_auth_failures_total", "expired"), 1.0);
+    assert_eq!(counted("hark_auth_failures_total", "missing"), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,6 +131,7 @@ async fn capacity_and_per_user_limits_refuse_with_retry_after_and_ready_follows_
     })
     .await;
     let q = |uid: &str| format!("uid={uid}&{QUERY}");
+    let before = h.scrape().await;
     let mut open = Vec::new();
     for uid in ["ann", "ann"] {
         open.push(ListenClient::connect(h.addr(), &q(uid), &[]).await.unwrap());
@@ -168,9 +163,11 @@ async fn capacity_and_per_user_limits_refuse_with_retry_after_and_ready_follows_
     assert_eq!(ready, 200);
     assert_eq!(status_of(&h, &q("cat"), None).await.0, 101);
 
-    let (_, body) = h.admin_get("/metrics").await;
-    assert_eq!(metric_value(&body, r#"hark_session_rejections_total{reason="user_limit"}"#), 1.0);
-    assert_eq!(metric_value(&body, r#"hark_session_rejections_total{reason="capacity"}"#), 1.0);
+    let after = h.scrape().await;
+    let refused =
+        |reason| after.increase(&before, "hark_session_rejections_total", &[("reason", reason)]);
+    assert_eq!(refused("user_limit"), 1.0);
+    assert_eq!(refused("capacity"), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,6 +177,7 @@ async fn upgrades_over_the_per_ip_rate_get_429_with_retry_after() {
     })
     .await;
     // Burst of twice the rate is allowed, then 429.
+    let before = h.scrape().await;
     let mut statuses = Vec::new();
     for i in 0..6 {
         statuses.push(status_of(&h, &format!("uid=ip{i}&{QUERY}"), None).await);
@@ -188,6 +186,8 @@ async fn upgrades_over_the_per_ip_rate_get_429_with_retry_after() {
     let refused = statuses.iter().find(|s| s.0 == 429).expect("a 429");
     assert!(refused.1.as_deref().unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(refused.2.as_deref(), Some("upgrades-per-ip"));
-    let (_, body) = h.admin_get("/metrics").await;
-    assert_eq!(metric_value(&body, r#"hark_session_rejections_total{reason="rate_limit"}"#), 2.0);
+    let after = h.scrape().await;
+    let refused =
+        after.increase(&before, "hark_session_rejections_total", &[("reason", "rate_limit")]);
+    assert_eq!(refused, 2.0);
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::independent::{observe, Observed, Ws};
 use common::{query, Harness, FRAME_16K};
-use hark_loadtest::fake_stt::{silence, synth, FakeSttConfig, VOCAB};
+use hark_fakes::fake_stt::{silence, synth, FakeSttConfig, VOCAB};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -53,18 +53,17 @@ fn send_audio(ws: &mut Ws, pcm: &[u8], frame: usize) {
 /// `hark_sessions_total{outcome}` to pass `before`. Metrics are per process and the
 /// tests here run in parallel, so each reads its own delta.
 async fn counted(h: &Harness, outcome: &str, before: f64) {
-    let series = format!(r#"hark_sessions_total{{outcome="{outcome}"}}"#);
     for _ in 0..250 {
-        if h.metric(&series).await > before {
+        if self::outcome(h, outcome).await > before {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{series} stayed at {before}");
+    panic!("hark_sessions_total{{outcome={outcome:?}}} stayed at {before}");
 }
 
 async fn outcome(h: &Harness, outcome: &str) -> f64 {
-    h.metric(&format!(r#"hark_sessions_total{{outcome="{outcome}"}}"#)).await
+    h.metric("hark_sessions_total", &[("outcome", outcome)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,6 +165,10 @@ async fn a_client_that_stops_reading_is_closed_1008_and_sees_why_when_it_reads()
     })
     .await;
     let before = outcome(&h, "slow_consumer").await;
+    // The flood test closes with 1008 too, in this same process: wait for this
+    // test's own close.
+    let closes_1008 = || h.metric("hark_client_closes_total", &[("code", "1008")]);
+    let closes_before = closes_1008().await;
     let (go, read_again) = mpsc::channel::<()>();
     let url = url(&h, "slow");
     let client = tokio::spawn(observe(h.addr(), url, Some(4096), move |ws| {
@@ -181,7 +184,7 @@ async fn a_client_that_stops_reading_is_closed_1008_and_sees_why_when_it_reads()
         read_again.recv_timeout(Duration::from_secs(60)).expect("the test says when");
     }));
     let closed = async {
-        while h.metric(r#"hark_client_closes_total{code="1008"}"#).await < 1.0 {
+        while closes_1008().await <= closes_before {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };

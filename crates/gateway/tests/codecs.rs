@@ -9,9 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::independent::{observe, Ws};
 use common::Harness;
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
-use hark_loadtest::fake_stt::{silence, synth, words_for, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
+use hark_fakes::fake_stt::{silence, synth, words_for, VOCAB};
 use hark_proto::{pusher as codes, Codec, ServiceStatus};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -102,7 +102,7 @@ async fn every_codec_reaches_stt_and_pusher_as_pcm16_of_its_decoded_length() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_in_an_opus_session_is_skipped_and_counted_and_the_speech_after_it_is_heard() {
     let h = Harness::start(None, |_| {}).await;
-    let before = h.metric(r#"hark_audio_decode_failures_total{codec="opus"}"#).await;
+    let before = h.metric("hark_audio_decode_failures_total", &[("codec", "opus")]).await;
     let mut client =
         ListenClient::connect(h.addr(), &query("noisy", Codec::Opus, 16_000), &[]).await.unwrap();
     assert!(client.wait_for(WAIT, |r| *r == Received::Status(ServiceStatus::Ready)).await);
@@ -161,7 +161,8 @@ async fn garbage_in_an_opus_session_is_skipped_and_counted_and_the_speech_after_
     };
     tokio::time::timeout(WAIT, heard).await.expect("the speech after the garbage is transcribed");
     assert_eq!(client.words(), expected);
-    let failures = h.metric(r#"hark_audio_decode_failures_total{codec="opus"}"#).await - before;
+    let failures =
+        h.metric("hark_audio_decode_failures_total", &[("codec", "opus")]).await - before;
     eprintln!(
         "opus: {refused} of {garbage} random frames did not decode; {} words",
         expected.len()

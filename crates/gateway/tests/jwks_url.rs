@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{pusher_saw_uid, Harness};
 use futures::future::join_all;
+use hark_fakes::client::{ConnectError, ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
 use hark_gateway::auth::{JwksFetchPolicy, JwtConfig};
 use hark_gateway::config::{AuthConfig, GatewayConfig};
 use hark_gateway::{Gateway, StartError};
-use hark_loadtest::client::{ConnectError, ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
 use hark_proto::ServiceStatus;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -219,11 +219,16 @@ async fn keys_from_the_url_verify_tokens_and_a_rotation_is_picked_up_with_one_fe
     // A second rotation within the minute: no fetch, 401 unknown_key; the
     // rate limit protects the provider from tokens with made-up kids.
     idp.serve(set(&[key_a(), rotated("rsa-b"), rotated("rsa-c")]));
+    let before = h.scrape().await;
     let (status, _) = upgrade(&h, &token("rsa_wrong.key.pem", "rsa-c", "carol", 300)).await;
     assert_eq!(status, 401);
     assert_eq!(idp.requests(), 2);
-    let failures = h.metric(r#"hark_auth_failures_total{reason="unknown_key"}"#).await;
-    assert!(failures >= 1.0, "{failures}");
+    let failures = h.scrape().await.increase(
+        &before,
+        "hark_auth_failures_total",
+        &[("reason", "unknown_key")],
+    );
+    assert_eq!(failures, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,6 +262,7 @@ async fn max_age_is_honoured_and_cached_keys_stay_in_force_while_the_provider_is
     }
 
     // The provider fails, both ways: the last good keys keep verifying.
+    let scrape_before = h.scrape().await;
     for mode in [Mode::Error, Mode::HangUp] {
         idp.set_mode(mode);
         let before = idp.requests();
@@ -269,7 +275,11 @@ async fn max_age_is_honoured_and_cached_keys_stay_in_force_while_the_provider_is
         assert_eq!(status, 101, "cached keys still used");
         client.unwrap().close().await.expect("the closing handshake completes");
     }
-    let errors = h.metric(r#"hark_jwks_fetches_total{result="error"}"#).await;
+    let errors = h.scrape().await.increase(
+        &scrape_before,
+        "hark_jwks_fetches_total",
+        &[("result", "error")],
+    );
     assert!(errors >= 4.0, "failed fetches are counted: {errors}");
 
     // Back up: fetched again, and a rotation is seen.

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::independent::observe;
 use common::{Harness, FRAME_16K};
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
-use hark_loadtest::fake_stt::{silence, synth, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
+use hark_fakes::fake_stt::{silence, synth, VOCAB};
 use hark_proto::{pusher as codes, ServiceStatus};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -77,7 +77,7 @@ async fn never_split_keeps_one_conversation_across_ten_seconds_of_silence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_8_kib_image_chunk_and_omis_other_messages_leave_the_session_streaming() {
     let h = Harness::start(None, |_| {}).await;
-    let before = h.metric(r#"hark_client_messages_total{type="image_chunk"}"#).await;
+    let before = h.scrape().await;
     let mut client = ready(&h, "uid=camera&sample_rate=16000&codec=pcm16").await;
     let image = format!(
         r#"{{"type":"image_chunk","id":"p1","index":0,"total":3,"data":"{}"}}"#,
@@ -101,10 +101,17 @@ async fn an_8_kib_image_chunk_and_omis_other_messages_leave_the_session_streamin
         client.received
     );
     assert_eq!(client.words(), vec![VOCAB[9]]);
-    assert!(h.metric(r#"hark_client_messages_total{type="image_chunk"}"#).await > before);
-    for kind in ["speaker_assigned", "suggested_transcript", "skip_question", "other", "invalid"] {
-        let series = format!(r#"hark_client_messages_total{{type="{kind}"}}"#);
-        assert!(h.metric(&series).await >= 1.0, "{series}");
+    let after = h.scrape().await;
+    for kind in [
+        "image_chunk",
+        "speaker_assigned",
+        "suggested_transcript",
+        "skip_question",
+        "other",
+        "invalid",
+    ] {
+        let counted = after.increase(&before, "hark_client_messages_total", &[("type", kind)]);
+        assert!(counted >= 1.0, "hark_client_messages_total{{type={kind:?}}} grew by {counted}");
     }
     client.close().await.expect("the closing handshake completes");
 }

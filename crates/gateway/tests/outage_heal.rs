@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{pusher_timings, query, Harness, FRAME_16K};
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
-use hark_loadtest::fake_stt::{silence, synth, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
+use hark_fakes::fake_stt::{silence, synth, VOCAB};
 use hark_proto::{ProcessingStatus, ServiceStatus, Via};
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::{dials, pusher_timings, query, Harness, FRAME_16K};
 use futures::future::join_all;
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
-use hark_loadtest::fake_stt::{silence, synth, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
+use hark_fakes::fake_stt::{silence, synth, VOCAB};
 use hark_proto::ProcessingStatus;
 use hark_resilience::breaker::BreakerState;
 
@@ -46,7 +46,7 @@ async fn two_hundred_sessions_survive_a_refusing_pusher_behind_an_open_breaker()
     let breaker = h.gateway.shared().pusher.as_ref().unwrap().breaker.clone();
     assert_ne!(breaker.state(), BreakerState::Closed, "200 failed first dials open the breaker");
 
-    let (_, before) = h.admin_get("/metrics").await;
+    let before = h.scrape().await;
     let dials_at_open = dials(&before);
     assert!(dials_at_open >= 20.0, "at least the threshold's dials were made: {dials_at_open}");
 
@@ -69,11 +69,8 @@ async fn two_hundred_sessions_survive_a_refusing_pusher_behind_an_open_breaker()
     // The dial bound itself (one probe per cooldown, zero session dials while open)
     // is proven on the paused clock in `pusher::link::tests` and the breaker's
     // tests; here, end to end over real sockets, the breaker opened and counted.
-    let (_, after) = h.admin_get("/metrics").await;
-    assert!(
-        common::metric_value(&after, "pusher_circuit_breaker_transitions_total{to=\"open\"}")
-            >= 1.0
-    );
+    let after = h.scrape().await;
+    assert!(after.get("pusher_circuit_breaker_transitions_total", &[("to", "open")]) >= 1.0);
 
     // Nobody was disconnected.
     for c in &clients {
@@ -82,6 +79,6 @@ async fn two_hundred_sessions_survive_a_refusing_pusher_behind_an_open_breaker()
             "a client was closed during the outage"
         );
     }
-    assert_eq!(common::metric_value(&after, "hark_sessions_active"), SESSIONS as f64);
-    assert_eq!(common::metric_value(&after, "pusher_sessions_degraded"), SESSIONS as f64);
+    assert_eq!(after.get("hark_sessions_active", &[]), SESSIONS as f64);
+    assert_eq!(after.get("pusher_sessions_degraded", &[]), SESSIONS as f64);
 }

@@ -3,13 +3,15 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{query, Harness, FRAME_16K};
-use hark_loadtest::client::{ConnectError, ListenClient, Received};
-use hark_loadtest::fake_pusher::PusherMode;
-use hark_loadtest::fake_stt::{silence, synth, words_for, VOCAB};
-use hark_proto::{pusher as codes, ServiceStatus, Via};
+use hark_fakes::client::{ConnectError, ListenClient, Received};
+use hark_fakes::fake_pusher::PusherMode;
+use hark_fakes::fake_stt::{silence, synth, words_for, VOCAB};
+use hark_gateway::outbox;
+use hark_proto::{pusher as codes, ConversationRecord, ServiceStatus, Via};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -182,26 +184,66 @@ async fn a_text_frame_that_is_not_json_does_not_end_the_session() {
     assert_eq!(client.words(), vec![VOCAB[9], VOCAB[10]]);
 }
 
+/// The valid outbox records in `dir` right now, read synchronously.
+fn records_on_disk(dir: &Path) -> Vec<ConversationRecord> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .filter_map(|data| outbox::format::decode(&data).ok())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_pusher_conversations_take_the_fallback_path() {
+async fn without_pusher_a_conversation_is_announced_only_once_its_record_is_on_disk() {
     let h = Harness::start(None, |_| {}).await;
     let mut client = ready_client(&h, "dave", 1).await;
     client.send_audio(&synth(&words(&[5, 6], &[0]), 16_000), FRAME_16K).await.unwrap();
     client.send_audio(&silence(0.5, 16_000), FRAME_16K).await.unwrap();
-    assert!(
-        client.wait_for(WAIT, |r| matches!(r, Received::Created { via: Via::Fallback, .. })).await
-    );
-    let files: Vec<_> = std::fs::read_dir(h.outbox.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "rec"))
-        .collect();
-    assert_eq!(files.len(), 1, "the record is on disk before the client is told");
+    // The outbox is read the moment the announcement arrives, before anything else
+    // is read: what is on disk then was written before hark told the client.
+    let mut on_disk_when_told = None;
+    let announced = client
+        .wait_for(WAIT, |r| match r {
+            Received::Created { conversation_id, via: Via::Fallback } => {
+                let records = records_on_disk(h.outbox.path());
+                on_disk_when_told =
+                    Some(records.into_iter().find(|r| r.conversation_id == *conversation_id));
+                true
+            }
+            _ => false,
+        })
+        .await;
+    assert!(announced, "{:?}", client.received);
+    let record = on_disk_when_told.flatten().expect("a valid record of the announced conversation");
+    let spoken: Vec<String> = record.segments.iter().map(|s| s.text.clone()).collect();
+    assert_eq!(spoken.join(" ").to_lowercase(), format!("{} {}", VOCAB[5], VOCAB[6]));
+
+    // The converse: a record that cannot be written is never announced. The outbox
+    // directory becomes a plain file, so every write under it fails (even as root).
+    let before = h.scrape().await;
+    let dir = h.outbox.path();
+    std::fs::rename(dir, dir.with_extension("moved")).unwrap();
+    std::fs::write(dir, b"not a directory").unwrap();
+    client.send_audio(&synth(&words(&[7], &[0]), 16_000), FRAME_16K).await.unwrap();
+    client.send_audio(&silence(0.5, 16_000), FRAME_16K).await.unwrap();
+    let failed = async {
+        while h.scrape().await.increase(&before, "hark_outbox_write_errors_total", &[]) < 1.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, failed).await.expect("the outbox write fails and is counted");
+    // Whatever hark sent about that conversation has arrived by now: it would have
+    // been sent before the write failed, or right after.
+    let told =
+        client.wait_for(Duration::from_secs(1), |r| matches!(r, Received::Created { .. })).await;
+    assert!(!told, "a conversation with no record on disk was announced: {:?}", client.received);
+    std::fs::remove_file(dir).unwrap();
+    std::fs::rename(dir.with_extension("moved"), dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_stt_blip_is_reported_and_survived() {
-    use hark_loadtest::fake_stt::SttFault;
+    use hark_fakes::fake_stt::SttFault;
     let h = Harness::start(None, |_| {}).await;
     let mut client = ready_client(&h, "olga", 60).await;
     // The provider drops every stream with 1011 (Deepgram's NET-0001), then recovers.

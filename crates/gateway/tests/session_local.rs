@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use common::{query, Harness, FRAME_16K};
 use futures::{SinkExt, StreamExt};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_stt::{silence, synth, VOCAB};
 use hark_gateway::config::GatewayConfig;
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_stt::{silence, synth, VOCAB};
 use hark_proto::{Ack, ProcessingStatus, PusherFrame, ServiceStatus};
 use hark_resilience::breaker::BreakerState;
 use tokio::net::TcpListener;

@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::independent::{observe, Seen};
 use common::{pusher_saw_uid, Harness, FRAME_16K};
 use futures::{SinkExt, StreamExt};
+use hark_fakes::fake_pusher::PusherMode;
+use hark_fakes::fake_stt::{silence, synth, words_for, VOCAB};
 use hark_gateway::auth::JwtConfig;
 use hark_gateway::config::AuthConfig;
-use hark_loadtest::fake_pusher::PusherMode;
-use hark_loadtest::fake_stt::{silence, synth, words_for, VOCAB};
 use hark_proto::client::ServerMessage;
 use hark_proto::{ServerEvent, ServiceStatus};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -134,6 +134,7 @@ async fn auth_message_then_audio_gives_transcripts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_token_gets_auth_response_false_then_close_1008() {
     let (h, _dir) = jwt_harness(|_| {}).await;
+    let before = h.scrape().await;
     for bad in [
         token("another-secret-that-is-also-32-bytes-long!", "mallory", 300),
         token(SECRET, "mallory", -3600),
@@ -147,8 +148,11 @@ async fn a_bad_token_gets_auth_response_false_then_close_1008() {
         );
         assert!(eof, "hark shut the TCP stream after the handshake");
     }
-    assert!(h.metric(r#"hark_auth_failures_total{reason="expired"}"#).await >= 1.0);
-    assert!(h.metric(r#"hark_session_rejections_total{reason="auth"}"#).await >= 3.0);
+    let after = h.scrape().await;
+    let expired = after.increase(&before, "hark_auth_failures_total", &[("reason", "expired")]);
+    let refused = after.increase(&before, "hark_session_rejections_total", &[("reason", "auth")]);
+    assert!(expired >= 1.0, "expired tokens are counted: {expired}");
+    assert!(refused >= 3.0, "refusals are counted: {refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

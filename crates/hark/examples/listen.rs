@@ -1,5 +1,5 @@
-//! Streams a WAV file (16-bit PCM mono) to a running hark at real-time pace and
-//! prints the live transcript as it arrives.
+//! Streams a WAV file (16-bit PCM; the first channel) to a running hark at
+//! real-time pace and prints the live transcript as it arrives.
 //!
 //! ```sh
 //! cargo run -p hark --example listen -- /usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav
@@ -32,7 +32,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let file = file.ok_or(USAGE)?;
-    let (rate, pcm) = read_wav(&std::fs::read(&file)?)?;
+    let wav = hark_fakes::wav::read_pcm16(std::path::Path::new(&file))?;
+    let (rate, pcm) = (wav.sample_rate, wav.pcm);
     let endpoint = format!("{url}/v4/listen?uid={uid}&sample_rate={rate}&codec=pcm16");
     let (ws, _) = tokio_tungstenite::connect_async(endpoint.as_str())
         .await
@@ -89,33 +90,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     sink.send(Message::Close(None)).await?;
     let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
     Ok(())
-}
-
-/// The sample rate and PCM data of a 16-bit mono WAV file.
-fn read_wav(data: &[u8]) -> Result<(u32, Vec<u8>), String> {
-    if data.len() < 12 || &data[..4] != b"RIFF" || &data[8..12] != b"WAVE" {
-        return Err("not a WAV file".into());
-    }
-    let (mut at, mut rate) = (12, None);
-    while at + 8 <= data.len() {
-        let len =
-            u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]) as usize;
-        let body = &data[at + 8..(at + 8 + len).min(data.len())];
-        match &data[at..at + 4] {
-            b"fmt " if body.len() >= 16 => {
-                let channels = u16::from_le_bytes([body[2], body[3]]);
-                let bits = u16::from_le_bytes([body[14], body[15]]);
-                if channels != 1 || bits != 16 {
-                    return Err(format!(
-                        "need 16-bit mono PCM, got {channels} channels of {bits} bits"
-                    ));
-                }
-                rate = Some(u32::from_le_bytes([body[4], body[5], body[6], body[7]]));
-            }
-            b"data" => return Ok((rate.ok_or("data before fmt")?, body.to_vec())),
-            _ => {}
-        }
-        at += 8 + len + (len & 1);
-    }
-    Err("no data chunk".into())
 }

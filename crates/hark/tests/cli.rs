@@ -140,3 +140,20 @@ fn an_unreachable_jwks_url_fails_the_start_with_one_line() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line, got {stderr:?}");
     assert!(stderr.contains("cannot fetch the JWKS from http://127.0.0.1:1/jwks"), "{stderr:?}");
 }
+
+/// Built without the embedded engine, `--stt local` is refused at start-up with a
+/// reason that says how to get it, before a socket is bound.
+#[cfg(not(feature = "local-stt"))]
+#[test]
+fn stt_local_without_the_engine_is_refused_with_how_to_build_it() {
+    let outbox = std::env::temp_dir().join(format!("hark-cli-test-{}", std::process::id()));
+    let out = hark(
+        &["--stt", "local", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        &[("HARK_OUTBOX_DIR", outbox.to_str().unwrap())],
+    );
+    let _ = std::fs::remove_dir_all(&outbox);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("built without the local engine"), "{stderr}");
+    assert!(stderr.contains("--features local-stt"), "{stderr}");
+}

@@ -5,10 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::Hark;
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
-use hark_loadtest::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
+use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
 use hark_proto::Via;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -31,7 +30,7 @@ async fn an_acknowledged_fallback_conversation_survives_sigkill_and_is_delivered
         &["--breaker-cooldown", "1s", "--degraded-probe-interval", "2s"],
     );
 
-    let first = Hark::start(&args).await;
+    let first = common::start(&args).await;
     let query = "uid=grace&sample_rate=16000&codec=pcm16&conversation_timeout=1";
     let mut client = ListenClient::connect(first.client, query, &[]).await.unwrap();
     let mut pcm = synth(&[(VOCAB[20], 0), (VOCAB[21], 1)], 16_000);
@@ -46,7 +45,7 @@ async fn an_acknowledged_fallback_conversation_survives_sigkill_and_is_delivered
     assert_eq!(via, Via::Fallback);
 
     // kill -9: no drain, no flush, nothing graceful.
-    first.signal(libc::SIGKILL);
+    first.signal("KILL");
     let mut first = first;
     let status = first.child.wait().await.unwrap();
     assert!(!status.success());
@@ -54,7 +53,7 @@ async fn an_acknowledged_fallback_conversation_survives_sigkill_and_is_delivered
 
     // Pusher comes back; a new process on the same outbox delivers exactly once.
     pusher.set_mode(PusherMode::Up);
-    let second = Hark::start(&args).await;
+    let second = common::start(&args).await;
     assert!(pusher.wait_processed(1, WAIT).await, "the outbox record was not replayed");
     assert_eq!(pusher.processed_ids(), vec![conversation]);
     // Give a duplicate replay every chance to happen before checking there is none.

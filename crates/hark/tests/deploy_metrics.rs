@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{http_get, Hark};
+use hark_fakes::admin;
 
 fn names_in(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
@@ -80,15 +80,8 @@ async fn every_metric_used_in_deploy_is_exported() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let hark = Hark::start(&args).await;
-    let (status, body) = http_get(hark.admin, "/metrics").await;
-    assert_eq!(status, 200);
-    let exported: BTreeSet<String> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect();
+    let hark = common::start(&args).await;
+    let exported = admin::scrape(hark.admin).await.expect("/metrics answers").names();
     let missing: Vec<_> = used.difference(&exported).collect();
     assert!(
         missing.is_empty(),

@@ -7,11 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http_get, Hark};
+use common::http_get;
 use futures::future::join_all;
-use hark_loadtest::client::{ConnectError, ListenClient, Received};
-use hark_loadtest::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
-use hark_loadtest::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
+use hark_fakes::client::{ConnectError, ListenClient, Received};
+use hark_fakes::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
+use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
 use hark_proto::ServiceStatus;
 use tokio::time::Instant;
 
@@ -35,7 +35,7 @@ async fn drain_hands_off_and_closes_with_1012(pusher_mode: PusherMode) {
         outbox.path(),
         &["--drain-timeout", &format!("{}s", DRAIN.as_secs())],
     );
-    let mut hark = Hark::start(&args).await;
+    let mut hark = common::start(&args).await;
     let addr = hark.client;
 
     // Live sessions, each in the middle of a conversation (long conversation timeout).
@@ -58,7 +58,7 @@ async fn drain_hands_off_and_closes_with_1012(pusher_mode: PusherMode) {
     assert_eq!(status, 200);
 
     let signalled = Instant::now();
-    hark.signal(libc::SIGTERM);
+    hark.signal("TERM");
     let readers = clients.into_iter().map(|mut c| {
         tokio::spawn(async move {
             let code = c.wait_closed(DRAIN + Duration::from_secs(5)).await;

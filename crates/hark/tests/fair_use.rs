@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::{http_get, Hark};
-use hark_loadtest::client::{ConnectError, ListenClient, Received};
-use hark_loadtest::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
+use hark_fakes::client::{ConnectError, ListenClient, Received};
+use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
 use hark_proto::ServiceStatus;
 use hark_store::testing::RedisServer;
 use jsonwebtoken::{EncodingKey, Header};
@@ -63,7 +63,7 @@ impl Fleet {
         ];
         flags.extend_from_slice(extra);
         let args = common::fake_upstream_args(&self.stt.url(), None, Path::new(&outbox), &flags);
-        Hark::start(&args).await
+        common::start(&args).await
     }
 }
 

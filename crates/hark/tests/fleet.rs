@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{http_get, Hark};
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
-use hark_loadtest::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
+use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
 use hark_proto::pusher as codes;
 use hark_proto::{ServiceStatus, Via};
 use hark_store::testing::PgServer;
@@ -55,7 +55,7 @@ impl Fleet {
         flags.extend_from_slice(extra);
         let args =
             common::fake_upstream_args(&self.stt.url(), Some(&self.pusher.url()), outbox, &flags);
-        Hark::start(&args).await
+        common::start(&args).await
     }
 }
 
@@ -128,7 +128,7 @@ async fn a_fallback_record_outlives_its_pod_and_its_disk() {
     assert_eq!(metric(&a, "hark_outbox_records").await, 0.0, "nothing staged on A's disk");
 
     // Pod A dies with its disk.
-    a.signal(libc::SIGKILL);
+    a.signal("KILL");
     drop(client);
     let mut a = a;
     a.child.wait().await.unwrap();
@@ -162,7 +162,7 @@ async fn a_drained_session_continues_on_the_next_pod_as_one_conversation() {
         .expect("A announced the conversation");
 
     // A rolling deploy: A drains, the client sees 1012 and reconnects to B.
-    a.signal(libc::SIGTERM);
+    a.signal("TERM");
     assert_eq!(on_a.wait_closed(Duration::from_secs(10)).await, Ok(Some(1012)));
     let mut on_b = ready(b.client, &query("bob", 8)).await;
     speak(&mut on_b, &[5, 6]).await;
@@ -270,7 +270,7 @@ async fn a_drainer_killed_mid_replay_leaves_its_claims_to_a_peer() {
     // never sees acknowledged — and is killed mid-replay.
     fleet.pusher.set_mode(PusherMode::SlowAck { delay: Duration::from_secs(60) });
     assert!(fleet.pusher.wait_processed(1, WAIT).await, "A started replaying");
-    a.signal(libc::SIGKILL);
+    a.signal("KILL");
     let mut a = a;
     a.child.wait().await.unwrap();
     let seen_by_a = fleet.pusher.stats().conversations_processed;

@@ -8,10 +8,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{http_get, open_fds, Hark};
+use common::{http_get, open_fds};
 use futures::future::join_all;
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
+use hark_fakes::admin;
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
+use hark_fakes::prom::Scrape;
 use hark_proto::ServiceStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -110,28 +112,18 @@ async fn measure(client: &mut ListenClient, cycles: usize) -> Vec<Duration> {
     latencies
 }
 
-/// p99 of a Prometheus histogram between two scrapes, as its bucket's upper bound.
-fn histogram_p99(before: &str, after: &str, name: &str) -> String {
-    let buckets = |text: &str| -> Vec<(String, f64)> {
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
-            .filter_map(|l| {
-                let le = l.split("le=\"").nth(1)?.split('"').next()?.to_owned();
-                Some((le, l.rsplit_once(' ')?.1.parse().ok()?))
-            })
-            .collect()
-    };
-    let (b, a) = (buckets(before), buckets(after));
-    let deltas: Vec<(String, f64)> = a
-        .iter()
-        .map(|(le, v)| (le.clone(), v - b.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1)))
-        .collect();
-    let total = deltas.last().map_or(0.0, |x| x.1);
-    if total == 0.0 {
-        return "n/a".into();
+/// p99 of a histogram over the window between two scrapes, as Prometheus'
+/// `histogram_quantile` interpolates it.
+fn histogram_p99(before: &Scrape, after: &Scrape, name: &str) -> String {
+    let window = after.histogram(name).since(&before.histogram(name));
+    match window.quantile(0.99) {
+        Some(p99) => format!("{:.1} ms ({} samples)", p99 * 1000.0, window.count()),
+        None => "n/a".into(),
     }
-    let le = deltas.iter().find(|(_, v)| *v >= 0.99 * total).map_or("+Inf".into(), |x| x.0.clone());
-    format!("≤{le}s ({total} samples)")
+}
+
+async fn scrape(hark: &common::Hark) -> Scrape {
+    admin::scrape(hark.admin).await.expect("/metrics answers")
 }
 
 fn p99(mut v: Vec<Duration>) -> Duration {
@@ -264,7 +256,7 @@ async fn hostile_clients_get_named_outcomes_and_do_not_hurt_a_well_behaved_sessi
             "1000",
         ],
     );
-    let hark = Hark::start(&args).await;
+    let hark = common::start(&args).await;
     let addr = hark.client;
     let pid = hark.pid();
 
@@ -273,9 +265,9 @@ async fn hostile_clients_get_named_outcomes_and_do_not_hurt_a_well_behaved_sessi
         good.wait_for(Duration::from_secs(10), |r| *r == Received::Status(ServiceStatus::Ready))
             .await
     );
-    let hark_before = http_get(hark.admin, "/metrics").await.1;
+    let hark_before = scrape(&hark).await;
     let baseline = measure(&mut good, 12).await;
-    let hark_baseline = http_get(hark.admin, "/metrics").await.1;
+    let hark_baseline = scrape(&hark).await;
     let fds_before = open_fds(pid);
 
     // --- the attack, all at once, while the good session keeps streaming ---
@@ -289,7 +281,7 @@ async fn hostile_clients_get_named_outcomes_and_do_not_hurt_a_well_behaved_sessi
     let attack = tokio::task::spawn_blocking(move || attack.join().unwrap());
 
     let during = measure(&mut good, 12).await;
-    let hark_during = http_get(hark.admin, "/metrics").await.1;
+    let hark_during = scrape(&hark).await;
     let (idle, slow, big, protocol, flood) = attack.await.unwrap();
     assert_eq!(flood, Ok(Some(1008)), "a flood of tiny frames is closed as a policy violation");
 
@@ -329,12 +321,14 @@ async fn hostile_clients_get_named_outcomes_and_do_not_hurt_a_well_behaved_sessi
     // The well-behaved session kept its latency.
     let (base, attacked) = (p99(baseline), p99(during));
     eprintln!("well-behaved transcript latency p99 (client view): {base:?} without attack, {attacked:?} during attack");
-    let inside = |from: &str, to: &str| histogram_p99(from, to, "hark_transcript_latency_seconds");
-    let lag = |from: &str, to: &str| histogram_p99(from, to, "hark_runtime_lag_seconds");
+    let inside = |from, to| histogram_p99(from, to, "hark_transcript_latency_seconds");
+    let lag = |from, to| histogram_p99(from, to, "hark_runtime_lag_seconds");
     eprintln!(
-        "inside hark (bucket upper bounds): transcript latency p99 {} → {}, runtime lag p99 {} → {}",
-        inside(&hark_before, &hark_baseline), inside(&hark_baseline, &hark_during),
-        lag(&hark_before, &hark_baseline), lag(&hark_baseline, &hark_during),
+        "inside hark: transcript latency p99 {} → {}, runtime lag p99 {} → {}",
+        inside(&hark_before, &hark_baseline),
+        inside(&hark_baseline, &hark_during),
+        lag(&hark_before, &hark_baseline),
+        lag(&hark_baseline, &hark_during),
     );
     // Loopback latencies are a few ms and scheduling noise on a shared 2-core box is
     // of the same order, so the ratio is asserted above a 25 ms floor; the raw

@@ -13,10 +13,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http_get, open_fds, Hark};
+use common::{http_get, open_fds};
 use futures::future::join_all;
-use hark_loadtest::client::{ListenClient, Received};
-use hark_loadtest::fake_stt::{FakeStt, FakeSttConfig};
+use hark_fakes::client::{ListenClient, Received};
+use hark_fakes::fake_stt::{FakeStt, FakeSttConfig};
 use hark_proto::ServiceStatus;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 const IDLE: usize = 5_000;
 
 /// `VmRSS` of a process, in KiB.
-fn rss_kib(pid: i32) -> u64 {
+fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -57,7 +57,7 @@ async fn rss_returns_after_5000_idle_connections_are_dropped() {
         outbox.path(),
         &["--handshake-timeout", "30s", "--upgrade-rate-per-ip", "0"],
     );
-    let hark = Hark::start(&args).await;
+    let hark = common::start(&args).await;
     let (addr, pid) = (hark.client, hark.pid());
 
     // Warm up: one real session and a scrape, so the baseline is a process that

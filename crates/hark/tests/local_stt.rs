@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::Hark;
-use hark_loadtest::client::{ListenClient, Received};
+use hark_fakes::client::{ListenClient, Received};
 use hark_proto::ServiceStatus;
 use hark_stt_local::wer;
 
@@ -40,7 +40,7 @@ async fn start_with(decoders: usize) -> (Hark, tempfile::TempDir) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    (Hark::start(&args).await, outbox)
+    (common::start(&args).await, outbox)
 }
 
 /// Streams 16 kHz PCM16 through one session and returns its segments' text and
@@ -88,24 +88,11 @@ async fn transcribe_frames(
     client.segments()
 }
 
+/// The PCM of a 16 kHz recording from the test data.
 fn wav_pcm(path: &Path) -> Vec<u8> {
-    let data = std::fs::read(path).unwrap();
-    assert_eq!(&data[..4], b"RIFF");
-    let mut at = 12;
-    while at + 8 <= data.len() {
-        let id = &data[at..at + 4];
-        let len = u32::from_le_bytes(data[at + 4..at + 8].try_into().unwrap()) as usize;
-        if id == b"fmt " {
-            let rate = u32::from_le_bytes(data[at + 12..at + 16].try_into().unwrap());
-            let bits = u16::from_le_bytes(data[at + 22..at + 24].try_into().unwrap());
-            assert_eq!((rate, bits), (16_000, 16), "{path:?}");
-        }
-        if id == b"data" {
-            return data[at + 8..(at + 8 + len).min(data.len())].to_vec();
-        }
-        at += 8 + len + (len & 1);
-    }
-    panic!("no data chunk in {path:?}");
+    let wav = hark_fakes::wav::read_pcm16(path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((wav.sample_rate, wav.channels), (16_000, 1), "{path:?}");
+    wav.pcm
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,8 +17,9 @@
 //!
 //! Every state change goes through one function (`Breaker::enter`), which sets
 //! the `pusher_circuit_breaker_state` gauge, counts
-//! `pusher_circuit_breaker_transitions_total{to}`, logs the reason and publishes
-//! the new state on the watch channel.
+//! `pusher_circuit_breaker_transitions_total{to}`, stamps
+//! `pusher_circuit_breaker_last_transition_timestamp_seconds{to}`, logs the reason
+//! and publishes the new state on the watch channel.
 
 mod prober;
 mod types;
@@ -26,7 +27,7 @@ mod types;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -38,6 +39,10 @@ pub use self::types::{BreakerConfig, BreakerOpen, BreakerState, ProbeOutcome};
 pub const STATE_METRIC: &str = "pusher_circuit_breaker_state";
 /// Counter, labelled `to` = `closed` | `open` | `half_open`.
 pub const TRANSITIONS_METRIC: &str = "pusher_circuit_breaker_transitions_total";
+/// Gauge, labelled `to`: Unix time in seconds of the latest transition into that
+/// state. With the counter, a scraper reconstructs every transition and its instant
+/// (one per state per scrape interval is the most a cooldown of a second or more allows).
+pub const LAST_TRANSITION_METRIC: &str = "pusher_circuit_breaker_last_transition_timestamp_seconds";
 /// Counter: dials skipped because the breaker was not closed.
 pub const REJECTIONS_METRIC: &str = "pusher_circuit_breaker_rejections_total";
 
@@ -289,6 +294,7 @@ impl Breaker {
         core.machine = next;
         metrics::gauge!(STATE_METRIC).set(to.as_gauge());
         metrics::counter!(TRANSITIONS_METRIC, "to" => to.as_str()).increment(1);
+        metrics::gauge!(LAST_TRANSITION_METRIC, "to" => to.as_str()).set(unix_seconds());
         match open_for {
             Some(open_for) => {
                 tracing::warn!(%from, %to, %reason, ?open_for, "pusher circuit breaker opened")
@@ -314,6 +320,12 @@ impl fmt::Debug for Breaker {
             .field("config", &self.shared.config)
             .finish()
     }
+}
+
+/// Now as Unix seconds. A wall-clock stamp for scrapers to read, never used for
+/// timing (that is tokio's clock, so tests can pause it).
+fn unix_seconds() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// `now + after`, with `after` capped so the addition cannot overflow.

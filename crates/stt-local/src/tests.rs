@@ -60,11 +60,6 @@ fn pcm(value: i16, samples: usize) -> Bytes {
     std::iter::repeat_n(value.to_le_bytes(), samples).flatten().collect()
 }
 
-#[test]
-fn compiled_in_follows_the_feature() {
-    assert_eq!(LocalEngine::compiled_in(), cfg!(feature = "pocketsphinx"));
-}
-
 #[cfg(not(feature = "pocketsphinx"))]
 #[test]
 fn without_the_feature_new_says_not_built() {

@@ -73,8 +73,8 @@ struct Args {
     /// drill's own directory].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Never build missing binaries (by default, under `cargo run` they are built
-    /// with `cargo build -p hark -p hark-loadtest --bins` first).
+    /// Do not build the binaries (by default, under `cargo run` they are built with
+    /// `cargo build -p hark -p hark-loadtest --bins` first, a no-op when fresh).
     #[arg(long)]
     no_build: bool,
     /// Flags for hark, after `--`.

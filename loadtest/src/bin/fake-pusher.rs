@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use hark_fakes::fake_pusher::{self, FakePusher, FakePusherConfig, PusherMode};
 use hark_loadtest::cli::{self, Addresses};
-use hark_loadtest::fake_pusher::{self, FakePusher, FakePusherConfig, PusherMode};
 
 /// A pusher for load tests: acks every 104 with a 201 and counts connection
 /// attempts per second, frames by code, conversations processed and duplicates.
@@ -54,30 +54,18 @@ async fn main() -> anyhow::Result<()> {
     let control = fake_pusher::serve_control(pusher.clone(), args.control)
         .await
         .context("binding --control")?;
-    cli::print_json_line(&Addresses { listen: pusher.addr(), control })?;
-
-    let mut progress = cli::progress_interval(args.progress_interval);
-    let signal = cli::shutdown_signal();
-    tokio::pin!(signal);
     let mut last_accepts = 0;
-    loop {
-        tokio::select! {
-            result = &mut signal => {
-                result.context("waiting for signals")?;
-                break;
-            }
-            _ = progress.tick() => {
-                let s = pusher.stats();
-                tracing::info!(
-                    mode = %s.mode, links = s.connections_active, uids = s.uids_connected,
-                    new_accepts = s.tcp_accepts - last_accepts, processed = s.conversations_processed,
-                    duplicates = s.duplicates, decode_errors = s.decode_errors, "progress"
-                );
-                last_accepts = s.tcp_accepts;
-            }
-        }
-    }
-    cli::print_json_line(&pusher.stats())?;
+    let progress = || {
+        let s = pusher.stats();
+        tracing::info!(
+            mode = %s.mode, links = s.connections_active, uids = s.uids_connected,
+            new_accepts = s.tcp_accepts - last_accepts, processed = s.conversations_processed,
+            duplicates = s.duplicates, decode_errors = s.decode_errors, "progress"
+        );
+        last_accepts = s.tcp_accepts;
+    };
+    let addresses = Addresses { listen: pusher.addr(), control };
+    cli::run_fake(addresses, args.progress_interval, progress, || pusher.stats()).await?;
     pusher.shutdown().await;
     Ok(())
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use hark_fakes::fake_stt::{self, FakeStt, FakeSttConfig, SttFault};
 use hark_loadtest::cli::{self, Addresses};
-use hark_loadtest::fake_stt::{self, FakeStt, FakeSttConfig, SttFault};
 
 /// A Deepgram-compatible streaming STT server for load tests.
 ///
@@ -57,27 +57,15 @@ async fn main() -> anyhow::Result<()> {
     stt.set_fault(args.fault);
     let control =
         fake_stt::serve_control(stt.clone(), args.control).await.context("binding --control")?;
-    cli::print_json_line(&Addresses { listen: stt.addr(), control })?;
-
-    let mut progress = cli::progress_interval(args.progress_interval);
-    let signal = cli::shutdown_signal();
-    tokio::pin!(signal);
-    loop {
-        tokio::select! {
-            result = &mut signal => {
-                result.context("waiting for signals")?;
-                break;
-            }
-            _ = progress.tick() => {
-                let s = stt.stats();
-                tracing::info!(
-                    fault = %s.fault, active = s.active_streams, connections = s.connections,
-                    audio_bytes = s.audio_bytes, results = s.results_sent, "progress"
-                );
-            }
-        }
-    }
-    cli::print_json_line(&stt.stats())?;
+    let progress = || {
+        let s = stt.stats();
+        tracing::info!(
+            fault = %s.fault, active = s.active_streams, connections = s.connections,
+            audio_bytes = s.audio_bytes, results = s.results_sent, "progress"
+        );
+    };
+    let addresses = Addresses { listen: stt.addr(), control };
+    cli::run_fake(addresses, args.progress_interval, progress, || stt.stats()).await?;
     stt.shutdown().await;
     Ok(())
 }

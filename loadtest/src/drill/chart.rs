@@ -135,7 +135,7 @@ fn draw(
         SeriesLabelPosition::UpperRight,
         spec,
         vec![Line {
-            label: "breaker state (hark's log)",
+            label: "breaker state (hark's /metrics)",
             color: PURPLE,
             points: steps(&breaker),
             dashed: false,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::hark_log::Transition;
+use super::hark_metrics::{DialWindow, Transition};
 use super::timeline::{lag_windows, latencies_between, Row};
 use crate::latency::LatencySummary;
 
@@ -72,16 +72,17 @@ pub struct Evidence {
     pub end_ms: u64,
     /// hark's `--pusher-ping-timeout`.
     pub ping_timeout: Duration,
+    /// hark's `--pusher-connect-timeout`: the longest a dial takes, so a dial
+    /// counted at `t` began no earlier than `t` minus this.
+    pub connect_timeout: Duration,
     /// hark's `--breaker-cooldown`.
     pub cooldown: Duration,
     /// hark's `--recovery-rate`.
     pub recovery_rate: f64,
-    /// Breaker transitions from hark's log.
+    /// Breaker transitions from hark's `/metrics`.
     pub transitions: Vec<Transition>,
-    /// Instants of dials reaching pusher (sorted).
-    pub dial_times: Vec<u64>,
-    /// Where `dial_times` came from, for the report.
-    pub dial_source: String,
+    /// hark's dials per scrape interval, in time order.
+    pub dials: Vec<DialWindow>,
     /// The timeline.
     pub rows: Vec<Row>,
     /// `(sent unix ms, latency µs)` per matched word.
@@ -118,11 +119,11 @@ pub struct Evidence {
 pub struct Figures {
     /// Seconds from the fault to the breaker's first open.
     pub breaker_open_after_s: Option<f64>,
-    /// Dials reaching pusher while the breaker was open or half-open.
+    /// Dials hark made while the breaker was open or half-open.
     pub dials_while_open: u64,
     /// Seconds the breaker was open or half-open.
     pub open_seconds: f64,
-    /// Dials reaching pusher between the fault and the heal.
+    /// Dials hark made between the fault and the heal.
     pub dials_during_fault: u64,
     /// Most dials in any cooldown-long window while open.
     pub max_dials_per_cooldown: u64,
@@ -233,29 +234,38 @@ pub fn open_intervals(transitions: &[Transition], from: u64, end: u64) -> Vec<(u
     spans
 }
 
-/// Most of `times` (sorted) falling in any window of `window_ms`.
-pub fn max_in_window(times: &[u64], window_ms: u64) -> u64 {
+/// Dials in the windows lying wholly inside `[from, to]`: a window that straddles
+/// a boundary cannot say on which side its dials fell, so it is left out.
+fn inside(windows: &[DialWindow], from: u64, to: u64) -> impl Iterator<Item = &DialWindow> {
+    windows.iter().filter(move |w| w.from_ms >= from && w.to_ms <= to)
+}
+
+/// Most dials in any `window_ms`-long stretch, counting each window at its end
+/// (`windows` in time order).
+pub fn max_in_window(windows: &[DialWindow], window_ms: u64) -> u64 {
     let mut best = 0;
     let mut start = 0;
-    for (end, &t) in times.iter().enumerate() {
-        while times[start] + window_ms <= t {
+    let mut sum = 0;
+    for (end, w) in windows.iter().enumerate() {
+        sum += w.dials;
+        while start <= end && windows[start].to_ms + window_ms <= w.to_ms {
+            sum -= windows[start].dials;
             start += 1;
         }
-        best = best.max(end - start + 1);
+        best = best.max(sum);
     }
-    best as u64
+    best
 }
 
 fn dials_while_open(e: &Evidence, f: &mut Figures) -> Target {
     let window = e.cooldown.max(Duration::from_secs(1));
-    let name = "Dials reaching pusher while the breaker is open".to_owned();
+    let name = "Dials while the breaker is open".to_owned();
     let threshold = format!(
         "≤ 2 per breaker-cooldown ({:.0} s) window{}",
         window.as_secs_f64(),
         if window == Duration::from_secs(60) { " = 2/min" } else { "" }
     );
-    f.dials_during_fault =
-        e.dial_times.iter().filter(|&&t| t >= e.fault_ms && t < e.heal_ms).count() as u64;
+    f.dials_during_fault = inside(&e.dials, e.fault_ms, e.heal_ms).map(|w| w.dials).sum();
     if !e.breaks_pusher {
         return Target {
             id: "dials_while_open",
@@ -273,26 +283,24 @@ fn dials_while_open(e: &Evidence, f: &mut Figures) -> Target {
         let deadline = e.fault_ms + (e.ping_timeout + Duration::from_secs(5)).as_millis() as u64;
         spans.push((deadline, e.heal_ms.max(deadline)));
     }
-    let inside: Vec<u64> = e
-        .dial_times
-        .iter()
-        .copied()
-        .filter(|&t| spans.iter().any(|&(a, b)| t >= a && t < b))
-        .collect();
+    // hark counts a dial when it ends: a window counts as "while open" once even
+    // its earliest dial must have begun after the span started.
+    let began_after = |start: u64| start + e.connect_timeout.as_millis() as u64;
+    let open: Vec<DialWindow> =
+        spans.iter().flat_map(|&(a, b)| inside(&e.dials, began_after(a), b)).copied().collect();
+    let dials: u64 = open.iter().map(|w| w.dials).sum();
     let open_ms: u64 = spans.iter().map(|(a, b)| b - a).sum();
-    let max = max_in_window(&inside, window.as_millis() as u64);
-    f.dials_while_open = inside.len() as u64;
+    let max = max_in_window(&open, window.as_millis() as u64);
+    f.dials_while_open = dials;
     f.open_seconds = secs(open_ms);
     f.max_dials_per_cooldown = max;
-    let per_minute =
-        if open_ms > 0 { inside.len() as f64 * 60_000.0 / open_ms as f64 } else { 0.0 };
+    let per_minute = if open_ms > 0 { dials as f64 * 60_000.0 / open_ms as f64 } else { 0.0 };
     let measured = format!(
-        "max {max} in any {:.0} s; {} dials in {:.0} s {} ({per_minute:.1}/min; {})",
+        "max {max} in any {:.0} s; {dials} dials in {:.0} s {} ({per_minute:.1}/min; \
+         pusher_connect_attempts_total per 1 s scrape)",
         window.as_secs_f64(),
-        inside.len(),
         secs(open_ms),
         if never_opened { "after the trip deadline (never opened)" } else { "open" },
-        e.dial_source
     );
     Target {
         id: "dials_while_open",
@@ -581,12 +589,29 @@ fn resources(e: &Evidence) -> Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prom::Buckets;
+    use hark_fakes::prom::Buckets;
 
     const S: u64 = 1000;
 
     fn tr(at_s: u64, to: &str) -> Transition {
-        Transition { unix_ms: at_s * S, to: to.into(), reason: String::new() }
+        Transition { unix_ms: at_s * S, to: to.into() }
+    }
+
+    /// One 1 s scrape window a second from 0 to 240 s, with `dials` (second,
+    /// count) in the window ending at that second.
+    fn windows(dials: &[(u64, u64)]) -> Vec<DialWindow> {
+        (1..=240)
+            .map(|t| DialWindow {
+                from_ms: (t - 1) * S,
+                to_ms: t * S,
+                dials: dials.iter().filter(|d| d.0 == t).map(|d| d.1).sum(),
+            })
+            .collect()
+    }
+
+    /// Adds `n` dials to the window ending at second `t`.
+    fn dial(e: &mut Evidence, t: u64, n: u64) {
+        e.dials.iter_mut().find(|w| w.to_ms == t * S).unwrap().dials += n;
     }
 
     fn row(t: u64, connected: f64, active: f64, lag_slow: f64) -> Row {
@@ -627,6 +652,7 @@ mod tests {
             during_to_ms: 150 * S,
             end_ms: 240 * S,
             ping_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(3),
             cooldown: Duration::from_secs(60),
             recovery_rate: 50.0,
             transitions: vec![
@@ -636,8 +662,9 @@ mod tests {
                 tr(175, "half_open"),
                 tr(176, "closed"),
             ],
-            dial_times: vec![10 * S, 51 * S, 112 * S + 1, 175 * S + 1, 176 * S, 177 * S],
-            dial_source: "test".into(),
+            // Sessions' dials before the trip and after the close, the probes at
+            // 112 s and 175 s while open.
+            dials: windows(&[(10, 1), (51, 20), (52, 5), (113, 1), (176, 1), (177, 50)]),
             rows,
             samples,
             disconnects: vec![],
@@ -706,7 +733,9 @@ mod tests {
     fn each_target_can_fail() {
         let mut e = good();
         e.transitions[0] = tr(56, "open");
-        e.dial_times.extend([60 * S, 61 * S, 62 * S]);
+        for t in [60, 61, 62] {
+            dial(&mut e, t, 1);
+        }
         e.disconnects.push((100 * S, "1011".into()));
         for s in e.samples.iter_mut().filter(|s| s.0 >= 30 * S && s.0 < 150 * S) {
             s.1 = 600_000;
@@ -748,11 +777,28 @@ mod tests {
     }
 
     #[test]
+    fn dials_ending_within_a_connect_timeout_of_the_trip_began_before_it() {
+        // hark counts a dial when it ends: dials begun before the trip at 52 s end
+        // up to 3 s (the connect timeout) later and are not dials while open.
+        let mut e = good();
+        dial(&mut e, 54, 7);
+        dial(&mut e, 55, 7);
+        let (targets, figures) = judge(&e);
+        assert_eq!(find(&targets, "dials_while_open").verdict, Verdict::Pass);
+        assert_eq!(figures.dials_while_open, 2);
+        // One second later they can only have begun while open.
+        dial(&mut e, 56, 3);
+        let (targets, figures) = judge(&e);
+        assert_eq!(find(&targets, "dials_while_open").verdict, Verdict::Fail);
+        assert_eq!(figures.dials_while_open, 5);
+    }
+
+    #[test]
     fn a_breaker_that_never_opens_is_judged_from_the_trip_deadline() {
         let mut e = good();
         e.transitions.clear();
         // One dial a second from 30 s to 150 s.
-        e.dial_times = (30..150).map(|t| t * S).collect();
+        e.dials = windows(&(31..=150).map(|t| (t, 1)).collect::<Vec<_>>());
         let (targets, figures) = judge(&e);
         assert_eq!(find(&targets, "breaker_trip").verdict, Verdict::Fail);
         let dials = find(&targets, "dials_while_open");
@@ -778,8 +824,16 @@ mod tests {
 
     #[test]
     fn windows_and_intervals() {
-        assert_eq!(max_in_window(&[0, 10, 59_999, 60_000, 120_000], 60_000), 3);
+        let at = |ends: &[(u64, u64)]| -> Vec<DialWindow> {
+            ends.iter().map(|&(to_ms, dials)| DialWindow { from_ms: 0, to_ms, dials }).collect()
+        };
+        assert_eq!(max_in_window(&at(&[(0, 1), (10, 1), (59_999, 1), (60_000, 1)]), 60_000), 3);
+        assert_eq!(max_in_window(&at(&[(1_000, 2), (2_000, 3), (90_000, 4)]), 60_000), 5);
         assert_eq!(max_in_window(&[], 60_000), 0);
+        // A window straddling a span's edge is not inside it.
+        let straddling = [DialWindow { from_ms: 900, to_ms: 1_900, dials: 7 }];
+        assert_eq!(inside(&straddling, 1_000, 5_000).count(), 0);
+        assert_eq!(inside(&straddling, 900, 1_900).count(), 1);
         let spans = open_intervals(
             &[tr(5, "open"), tr(10, "closed"), tr(40, "open"), tr(41, "half_open")],
             0,

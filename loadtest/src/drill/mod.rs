@@ -9,7 +9,7 @@
 //! ends (the [`procs::Procs`] guard).
 
 pub mod chart;
-pub mod hark_log;
+pub mod hark_metrics;
 pub mod http;
 pub mod judge;
 pub mod procs;
@@ -28,16 +28,16 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::hark_log::HarkEvents;
+use self::hark_metrics::HarkMetrics;
 use self::http::Http;
 use self::judge::{Evidence, Verdict};
 use self::procs::{Proc, Procs};
 use self::report::Report;
 use self::scenario::{Action, Plan, Scenario};
 use self::timeline::{Observation, Row, Sampler};
-use crate::fake_pusher::PusherStats;
-use crate::prom::Scrape;
 use crate::swarm::{unix_ms, Progress, SwarmResult};
+use hark_fakes::fake_pusher::PusherStats;
+use hark_fakes::prom::Scrape;
 
 /// How a drill runs.
 #[derive(Clone, Debug)]
@@ -59,7 +59,8 @@ pub struct DrillConfig {
 /// What the child-reading tasks collect.
 #[derive(Debug, Default)]
 struct Live {
-    hark: HarkEvents,
+    /// hark's `(client, admin)` listeners, from its start-up line.
+    listening: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     progress: Option<Progress>,
     swarm: Option<SwarmResult>,
 }
@@ -120,6 +121,11 @@ pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::R
     tokio::spawn(read_hark_log(stderr, out.join("hark.log"), shared.clone()));
     let (listen, admin) = wait_listening(&shared, &mut procs, &interrupt, &out).await?;
     let metrics_url = format!("http://{admin}/metrics");
+    // The baseline for the first scrape interval: hark before any session.
+    let mut hark_metrics = HarkMetrics::default();
+    if let Ok(text) = http.get(&metrics_url).await {
+        hark_metrics.observe(unix_ms(), &Scrape::parse(&text));
+    }
 
     // The swarm; t = 0.
     eprintln!(
@@ -159,8 +165,9 @@ pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::R
             _ = ticker.tick() => {}
         }
         let obs = observe(&http, &metrics_url, &pusher_control, hark_pid, &shared, t0).await;
-        if obs.scrape.is_none() {
-            scrape_failures += 1;
+        match &obs.scrape {
+            Some(scrape) => hark_metrics.observe(obs.unix_ms, scrape),
+            None => scrape_failures += 1,
         }
         let row = sampler.row(obs);
         let swarm_running = swarm_done_at.is_none();
@@ -205,9 +212,8 @@ pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::R
         serde_json::from_str(&http.get(&format!("{pusher_control}/stats")).await?)?;
     let processed: Vec<String> =
         serde_json::from_str(&http.get(&format!("{pusher_control}/processed")).await?)?;
-    let accepts: Vec<u64> =
-        serde_json::from_str(&http.get(&format!("{pusher_control}/accepts?since={t0_ms}")).await?)?;
     procs.shutdown().await;
+    notes.append(&mut hark_metrics.notes);
 
     let live = std::mem::take(&mut *lock(&shared));
     let swarm = live.swarm;
@@ -218,15 +224,6 @@ pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::R
     let created = read_created(&out.join("conversations.csv"));
     timeline::fill_client_p99(&mut rows, &samples);
 
-    let mut dial_times = accepts;
-    let refused = live.hark.refused_dials.len();
-    dial_times.extend(live.hark.refused_dials.iter().copied().filter(|&t| t >= t0_ms));
-    dial_times.sort_unstable();
-    let dial_source = if refused > 0 {
-        format!("fake-pusher TCP accepts + {refused} refused dials from hark's log")
-    } else {
-        "fake-pusher TCP accepts".to_owned()
-    };
     let at = |d: Duration| t0_ms + d.as_millis() as u64;
     let ramp_end =
         Duration::from_secs_f64(plan.sessions as f64 / plan.ramp_rate) + Duration::from_secs(1);
@@ -245,6 +242,9 @@ pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::R
         ping_timeout: plan
             .hark_duration("pusher-ping-timeout", &config.hark_args)
             .unwrap_or(Duration::from_secs(20)),
+        connect_timeout: plan
+            .hark_duration("pusher-connect-timeout", &config.hark_args)
+            .unwrap_or(Duration::from_secs(3)),
         cooldown: plan
             .hark_duration("breaker-cooldown", &config.hark_args)
             .unwrap_or(Duration::from_secs(60)),
@@ -252,9 +252,8 @@ pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::R
             .hark_flag("recovery-rate", &config.hark_args)
             .and_then(|v| v.parse().ok())
             .unwrap_or(50.0),
-        transitions: live.hark.transitions.clone(),
-        dial_times,
-        dial_source,
+        transitions: hark_metrics.transitions.clone(),
+        dials: hark_metrics.dials.clone(),
         rows: rows.clone(),
         samples,
         disconnects: swarm.as_ref().map(|s| s.disconnect_times.clone()).unwrap_or_default(),
@@ -285,7 +284,7 @@ pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::R
         plan: plan.clone(),
         hark_extra_args: config.hark_args.clone(),
         passed,
-        breaker: Report::breaker_rows(&live.hark.transitions, t0_ms),
+        breaker: Report::breaker_rows(&hark_metrics.transitions, t0_ms),
         dials_per_session: figures.dials_during_fault as f64 / plan.sessions.max(1) as f64,
         targets,
         figures,
@@ -322,7 +321,7 @@ fn spawn_hark(
     for (flag, value) in &plan.hark_flags {
         cmd.env(hark_env_name(flag), value);
     }
-    cmd.env("RUST_LOG", "info,hark_gateway::pusher=debug")
+    cmd.env("RUST_LOG", "info")
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--stt", "deepgram"])
         .arg("--stt-url")
         .arg(format!("ws://{stt}/v1/listen"))
@@ -369,7 +368,8 @@ fn spawn_swarm(bin_dir: &Path, plan: &Plan, listen: &str, out: &Path) -> anyhow:
     Ok(Proc { name: "swarm", child })
 }
 
-/// Copies hark's stderr to `path` while folding each line into the events.
+/// Copies hark's stderr to `path` (for people: the drill reads hark's metrics, not
+/// its log), noting where it listens from its start-up line.
 async fn read_hark_log(stderr: tokio::process::ChildStderr, path: PathBuf, shared: Shared) {
     let mut file = match tokio::fs::File::create(&path).await {
         Ok(file) => Some(tokio::io::BufWriter::new(file)),
@@ -380,7 +380,9 @@ async fn read_hark_log(stderr: tokio::process::ChildStderr, path: PathBuf, share
     };
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        lock(&shared).hark.observe(&line);
+        if let Some(addrs) = hark_fakes::process::listening(&line) {
+            lock(&shared).listening = Some(addrs);
+        }
         if let Some(file) = &mut file {
             let _ = file.write_all(line.as_bytes()).await;
             let _ = file.write_all(b"\n").await;
@@ -419,7 +421,7 @@ async fn wait_listening(
 ) -> anyhow::Result<(std::net::SocketAddr, std::net::SocketAddr)> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(addrs) = lock(shared).hark.listening {
+        if let Some(addrs) = lock(shared).listening {
             return Ok(addrs);
         }
         let exited = procs.get_mut("hark").and_then(|p| p.child.try_wait().ok().flatten());
@@ -567,7 +569,7 @@ fn write_report(report: &Report, evidence: &Evidence, out: &Path) -> anyhow::Res
         breaker: report
             .breaker
             .iter()
-            .map(|(t, to, _)| {
+            .map(|(t, to)| {
                 let state = match to.as_str() {
                     "open" => 1.0,
                     "half_open" => 2.0,

@@ -2,6 +2,8 @@
 //! with their output captured, and making sure every one is killed when the drill
 //! ends, however it ends.
 
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,52 +17,91 @@ use crate::cli::Addresses;
 /// The binaries a drill needs.
 pub const BINARIES: [&str; 4] = ["hark", "fake-stt", "fake-pusher", "swarm"];
 
+/// Variables cargo sets for the program it runs (prefixes), as opposed to its own
+/// configuration (`CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_BUILD_*`, …).
+const RUNTIME_VARS: [&str; 10] = [
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_BIN_EXE_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "CARGO_MAKEFLAGS",
+    "OUT_DIR",
+];
+
 /// Bound on a child's first line (its addresses).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Where the binaries are: `dir` if given, else the drill's own directory. When
-/// one is missing and the drill runs under cargo (`CARGO` is set), builds them
-/// first with the drill's own profile.
+/// Where the binaries are: `dir` if given (used as it is), else the drill's own
+/// directory. Under cargo (`CARGO` is set) and with `build`, they are built first
+/// with the drill's own profile — a no-op when fresh — so the drill never runs a
+/// stale binary; otherwise they must already be there.
 pub async fn locate(dir: Option<&Path>, build: bool) -> anyhow::Result<PathBuf> {
     let dir = match dir {
         Some(dir) => dir.to_path_buf(),
         None => {
             let exe = std::env::current_exe().context("finding the drill's own path")?;
-            exe.parent().context("the drill's path has no directory")?.to_path_buf()
+            let own = exe.parent().context("the drill's path has no directory")?.to_path_buf();
+            if let Some(cargo) = std::env::var_os("CARGO").filter(|_| build) {
+                let release = own.file_name().is_some_and(|n| n == "release");
+                eprintln!("drill: building {} with cargo first", BINARIES.join(", "));
+                cargo_build(&cargo, &["hark", "hark-loadtest"], release).await?;
+            }
+            own
         }
     };
-    let missing: Vec<&str> = BINARIES.iter().copied().filter(|b| !dir.join(b).is_file()).collect();
-    if missing.is_empty() {
-        return Ok(dir);
-    }
-    let cargo = std::env::var_os("CARGO").filter(|_| build);
-    let Some(cargo) = cargo else {
+    if let Some(missing) = BINARIES.iter().find(|b| !dir.join(b).is_file()) {
         anyhow::bail!(
-            "{} not found in {}; build them with `cargo build --release -p hark -p hark-loadtest --bins` \
-             or point --bin-dir at them",
-            missing.join(", "),
+            "{missing} not found in {}; build the binaries with `cargo build --release -p hark \
+             -p hark-loadtest --bins`, or point --bin-dir at them",
             dir.display()
         );
-    };
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let mut args = vec!["build", "-p", "hark", "-p", "hark-loadtest", "--bins"];
-    if release {
-        args.push("--release");
-    }
-    eprintln!(
-        "drill: {} missing in {}; running `cargo {}` first",
-        missing.join(", "),
-        dir.display(),
-        args.join(" ")
-    );
-    let status = Command::new(cargo).args(&args).status().await.context("running cargo build")?;
-    if !status.success() {
-        anyhow::bail!("cargo build failed ({status})");
-    }
-    if let Some(still) = BINARIES.iter().find(|b| !dir.join(b).is_file()) {
-        anyhow::bail!("{still} still missing in {} after the build", dir.display());
     }
     Ok(dir)
+}
+
+/// Runs `cargo build --locked --bins` for `packages` (with `--release` if asked)
+/// and returns each binary cargo reports, by name. Cargo's own freshness check
+/// decides what is rebuilt, so a caller never runs a stale binary.
+pub async fn cargo_build(
+    cargo: &OsStr,
+    packages: &[&str],
+    release: bool,
+) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--locked", "--bins", "--message-format=json-render-diagnostics"]);
+    // What cargo set for the running package (`cargo run`, `cargo test`) is not
+    // configuration: build scripts that track `CARGO_PKG_NAME` and the like would
+    // see it "change" and rebuild their crates each time.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if RUNTIME_VARS.iter().any(|prefix| name.starts_with(prefix)) {
+            cmd.env_remove(&*name);
+        }
+    }
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd.stderr(Stdio::inherit()).output().await.context("running cargo build")?;
+    if !out.status.success() {
+        anyhow::bail!("cargo build -p {} failed ({})", packages.join(" -p "), out.status);
+    }
+    let mut binaries = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if let (Some(name), Some(exe)) =
+            (message["target"]["name"].as_str(), message["executable"].as_str())
+        {
+            binaries.insert(name.to_owned(), PathBuf::from(exe));
+        }
+    }
+    Ok(binaries)
 }
 
 /// A child process, killed when dropped.

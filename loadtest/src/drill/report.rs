@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::hark_log::Transition;
+use super::hark_metrics::Transition;
 use super::judge::{Figures, Target, Verdict};
 use super::scenario::Plan;
 use super::timeline::Row;
@@ -29,9 +29,9 @@ pub struct Report {
     pub targets: Vec<Target>,
     /// Headline figures.
     pub figures: Figures,
-    /// Breaker transitions (t in seconds since the start).
-    pub breaker: Vec<(f64, String, String)>,
-    /// Dials reaching pusher during the fault, per session.
+    /// Breaker transitions: (t in seconds since the start, state entered).
+    pub breaker: Vec<(f64, String)>,
+    /// Dials hark made during the fault, per session.
     pub dials_per_session: f64,
     /// fake-pusher's final counters (subset).
     pub pusher: serde_json::Value,
@@ -45,16 +45,10 @@ pub struct Report {
 
 impl Report {
     /// Breaker transitions relative to `started_unix_ms`.
-    pub fn breaker_rows(
-        transitions: &[Transition],
-        started_unix_ms: u64,
-    ) -> Vec<(f64, String, String)> {
+    pub fn breaker_rows(transitions: &[Transition], started_unix_ms: u64) -> Vec<(f64, String)> {
         transitions
             .iter()
-            .map(|t| {
-                let at = (t.unix_ms as f64 - started_unix_ms as f64) / 1000.0;
-                (at, t.to.clone(), t.reason.clone())
-            })
+            .map(|t| ((t.unix_ms as f64 - started_unix_ms as f64) / 1000.0, t.to.clone()))
             .collect()
     }
 
@@ -116,7 +110,7 @@ impl Report {
         let rows: Vec<(String, String)> = vec![
             ("Breaker opened after the fault".into(), opt(f.breaker_open_after_s, " s")),
             (
-                "Dials reaching pusher during the fault".into(),
+                "Dials during the fault".into(),
                 format!(
                     "{} ({:.2} per session; {:.1} per session-hour)",
                     f.dials_during_fault,
@@ -166,10 +160,10 @@ impl Report {
         }
         if !self.breaker.is_empty() {
             let _ = writeln!(md, "\n## Breaker transitions\n");
-            let _ = writeln!(md, "| t (s) | to | reason |");
-            let _ = writeln!(md, "|---|---|---|");
-            for (t, to, reason) in &self.breaker {
-                let _ = writeln!(md, "| {t:.1} | {to} | {} |", cell(reason));
+            let _ = writeln!(md, "| t (s) | to |");
+            let _ = writeln!(md, "|---|---|");
+            for (t, to) in &self.breaker {
+                let _ = writeln!(md, "| {t:.1} | {to} |");
             }
         }
         let _ = writeln!(md, "\n## How it is measured\n");
@@ -194,13 +188,20 @@ impl Report {
 
 const METHOD: &[&str] = &[
     "t = 0 is the swarm's start; every process runs on loopback; hark is scraped every second.",
-    "Breaker transitions come from hark's JSON log (millisecond timestamps).",
-    "Dials reaching pusher are fake-pusher's TCP accepts (millisecond timestamps); a dial to a \
-     closed port (`refuse`, `flapping`) never reaches it and is taken from hark's log of failed \
-     dials instead. The breaker's probe and the outbox drainer's deliveries count too.",
+    "Breaker transitions come from hark's /metrics: between two scrapes, the rise of \
+     pusher_circuit_breaker_transitions_total{to} says how many transitions into each state \
+     happened, pusher_circuit_breaker_last_transition_timestamp_seconds{to} when the latest did \
+     (hark's clock, sub-millisecond). A cooldown of a second or more allows one per state per \
+     scrape; more is reported in the notes.",
+    "Dials are hark's own count, pusher_connect_attempts_total over every result, per 1 s \
+     scrape interval: sessions' dials, the breaker's probe and outbox replays, including dials \
+     to a closed port (`refuse`, `flapping`) that never reach pusher.",
     "The dial limit is judged over every breaker-cooldown-long window while the breaker is open \
-     or half-open; if it never opened, from the moment it should have (fault + ping-timeout + 5 s) \
-     to the heal.",
+     or half-open, counting the scrape intervals that lie wholly inside that span, from one \
+     pusher-connect-timeout after it began: hark counts a dial when it ends, so an interval \
+     holding the trip or the close, or the stragglers of dials begun before the trip, cannot \
+     say which of its dials began while open, and is not counted. If the breaker never opened, \
+     from the moment it should have (fault + ping-timeout + 5 s) to the heal.",
     "Latency is per word, from the client's view: the swarm runs fake-stt's recogniser over the \
      audio it sends, and latency = arrival of the segment holding word k − the instant the last \
      byte of the chunk that became word k was sent. Before = from the end of the ramp-up to the \
@@ -258,10 +259,7 @@ mod tests {
                 verdict,
             }],
             figures: Figures { breaker_open_after_s: Some(5.5), ..Figures::default() },
-            breaker: Report::breaker_rows(
-                &[Transition { unix_ms: 6500, to: "open".into(), reason: "20 failures".into() }],
-                1000,
-            ),
+            breaker: Report::breaker_rows(&[Transition { unix_ms: 6500, to: "open".into() }], 1000),
             dials_per_session: 2.0,
             pusher: serde_json::json!({}),
             swarm: None,
@@ -279,7 +277,7 @@ mod tests {
         assert!(md.contains("`drill --quick`"));
         assert!(md.contains("--pusher-ping-timeout 4s"));
         assert!(md.contains("--reconnect-max 1s"));
-        assert!(md.contains("| 5.5 | open | 20 failures |"));
+        assert!(md.contains("| 5.5 | open |"));
         assert!(md.contains("a scrape failed"));
         let failed = report(Verdict::Fail);
         assert!(failed.markdown().contains("**FAIL**"));

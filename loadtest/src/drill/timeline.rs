@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::latency::Latencies;
-use crate::prom::{Buckets, Scrape};
+use hark_fakes::prom::{Buckets, Scrape};
 
 /// hark's runtime-lag histogram.
 pub const RUNTIME_LAG: &str = "hark_runtime_lag_seconds";
@@ -197,6 +197,7 @@ mod tests {
         Scrape::parse(&format!(
             "pusher_connect_attempts_total{{result=\"ok\"}} {accepts_ok}\n\
              pusher_sessions_connected 3\n\
+             # TYPE hark_runtime_lag_seconds histogram\n\
              hark_runtime_lag_seconds_bucket{{le=\"0.01\"}} {lag_fast}\n\
              hark_runtime_lag_seconds_bucket{{le=\"0.05\"}} {}\n\
              hark_runtime_lag_seconds_bucket{{le=\"+Inf\"}} {}\n",

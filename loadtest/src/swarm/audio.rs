@@ -13,13 +13,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::fake_stt::transcribe::{chunk_samples, CHUNK_SECONDS};
-use crate::fake_stt::{silence, synth, VOCAB};
+use hark_fakes::fake_stt::transcribe::{chunk_samples, CHUNK_SECONDS};
+use hark_fakes::fake_stt::{silence, synth, VOCAB};
 
 /// Shape of the generated script.
 #[derive(Clone, Debug)]
@@ -49,29 +48,8 @@ impl Source {
     /// Reads a WAV file: 16-bit integer PCM; the first channel is used. Returns the
     /// source and the file's sample rate.
     pub fn wav(path: &Path) -> anyhow::Result<(Source, u32)> {
-        let mut reader =
-            hound::WavReader::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let spec = reader.spec();
-        if spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
-            anyhow::bail!(
-                "{}: need 16-bit integer PCM, found {} bits {:?}",
-                path.display(),
-                spec.bits_per_sample,
-                spec.sample_format
-            );
-        }
-        let channels = usize::from(spec.channels.max(1));
-        let mut pcm = Vec::new();
-        for (i, sample) in reader.samples::<i16>().enumerate() {
-            let sample = sample.with_context(|| format!("reading {}", path.display()))?;
-            if i % channels == 0 {
-                pcm.extend_from_slice(&sample.to_le_bytes());
-            }
-        }
-        if pcm.is_empty() {
-            anyhow::bail!("{} holds no samples", path.display());
-        }
-        Ok((Source::Wav { pcm: Arc::new(pcm) }, spec.sample_rate))
+        let wav = hark_fakes::wav::read_pcm16(path)?;
+        Ok((Source::Wav { pcm: Arc::new(wav.pcm) }, wav.sample_rate))
     }
 }
 
@@ -233,7 +211,7 @@ impl AudioStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_stt::transcribe::{Chunk, Chunker};
+    use hark_fakes::fake_stt::transcribe::{Chunk, Chunker};
 
     fn script() -> Source {
         Source::Generated(Script {

@@ -190,9 +190,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::fake_stt::transcribe::{Chunk, Chunker};
     use crate::swarm::audio::{AudioStream, Frame, Script, Source};
     use crate::swarm::matcher::{Matched, Matcher};
+    use hark_fakes::fake_stt::transcribe::{Chunk, Chunker};
 
     #[test]
     fn mixes_parse_and_deal_clients_in_proportion() {
@@ -267,7 +267,7 @@ mod tests {
                     });
                     for vocab in words {
                         heard += 1;
-                        match matcher.received(crate::fake_stt::VOCAB[vocab], now) {
+                        match matcher.received(hark_fakes::fake_stt::VOCAB[vocab], now) {
                             Matched::Word { skipped: 0, .. } => matched += 1,
                             other => panic!("{codec}: word {heard} did not match: {other:?}"),
                         }

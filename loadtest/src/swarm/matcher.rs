@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::fake_stt::transcribe::{Chunk, Chunker};
-use crate::fake_stt::VOCAB;
+use hark_fakes::fake_stt::transcribe::{Chunk, Chunker};
+use hark_fakes::fake_stt::VOCAB;
 
 /// Pending words a received word may skip to find its match.
 pub const LOOKAHEAD: usize = 8;
@@ -114,7 +114,7 @@ pub fn vocab_index(word: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_stt::{silence, synth};
+    use hark_fakes::fake_stt::{silence, synth};
 
     #[test]
     fn matches_in_order_and_skips_lost_words() {

@@ -8,11 +8,12 @@ pub mod independent;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hark_fakes::admin;
+use hark_fakes::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
+use hark_fakes::fake_stt::{FakeStt, FakeSttConfig};
+use hark_fakes::prom::Scrape;
 use hark_gateway::config::GatewayConfig;
 use hark_gateway::Gateway;
-use hark_loadtest::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
-use hark_loadtest::fake_stt::{FakeStt, FakeSttConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// 16 kHz PCM16: bytes per 100 ms frame.
 pub const FRAME_16K: usize = 3_200;
@@ -80,40 +81,21 @@ impl Harness {
         http_get(self.gateway.admin_addr(), path).await
     }
 
-    /// The value of one metric sample line (`name{labels}` exactly as rendered), or 0.
-    pub async fn metric(&self, series: &str) -> f64 {
-        let (_, body) = self.admin_get("/metrics").await;
-        metric_value(&body, series)
+    /// `/metrics`, parsed. Metrics are per process and the tests of a file share
+    /// it: compare two scrapes ([`Scrape::increase`]) rather than read a count.
+    pub async fn scrape(&self) -> Scrape {
+        admin::scrape(self.gateway.admin_addr()).await.expect("/metrics answers")
+    }
+
+    /// One series from a fresh scrape (0 when absent).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.scrape().await.get(name, labels)
     }
 }
 
-/// A minimal HTTP/1.0 GET.
+/// `GET path`: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("write request");
-    let mut raw = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut raw))
-        .await
-        .expect("admin answers in time")
-        .expect("read response");
-    let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
-
-/// Finds `series` (e.g. `hark_sessions_total{outcome="client_closed"}`) in
-/// Prometheus text and returns its value, or 0 when absent.
-pub fn metric_value(body: &str, series: &str) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
+    admin::get(addr, path).await.expect("the admin port answers in time")
 }
 
 /// The query a 16 kHz client sends.
@@ -129,23 +111,14 @@ pub fn pusher_timings(
     f(config.pusher.as_mut().expect("config has a pusher"));
 }
 
-/// Sum of every `pusher_connect_attempts_total{result=…}` sample: real dials made.
-pub fn dials(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("pusher_connect_attempts_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+/// Real dials made so far: every `pusher_connect_attempts_total{result}` summed.
+pub fn dials(scrape: &Scrape) -> f64 {
+    scrape.get("pusher_connect_attempts_total", &[])
 }
 
 /// Waits up to 10 s for the fake pusher to be dialed for `uid` (a session's link
 /// sends its first frame soon after the session starts).
 pub async fn pusher_saw_uid(h: &Harness, uid: &str) -> bool {
-    for _ in 0..500 {
-        if h.pusher().frames().iter().any(|f| f.uid == uid) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    let timeout = Duration::from_secs(10);
+    h.pusher().wait_frames(timeout, |frames| frames.iter().any(|f| f.uid == uid)).await
 }

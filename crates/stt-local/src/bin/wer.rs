@@ -83,36 +83,21 @@ impl Clip {
     }
 }
 
-/// Sample rate and PCM16 mono data of a RIFF/WAVE file.
+/// Sample rate and PCM16 data of a 16-bit mono WAV file.
 fn read_wav(path: &Path) -> Result<(u32, Vec<u8>), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let bad = |why: &str| format!("{}: {why}", path.display());
-    if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        return Err(bad("not a RIFF/WAVE file"));
+    let bad = |why: String| format!("{}: {why}", path.display());
+    let mut reader = hound::WavReader::open(path).map_err(|e| bad(e.to_string()))?;
+    let spec = reader.spec();
+    if (spec.channels, spec.bits_per_sample, spec.sample_format)
+        != (1, 16, hound::SampleFormat::Int)
+    {
+        return Err(bad("not 16-bit mono PCM".into()));
     }
-    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-    let (mut rate, mut at) = (None, 12);
-    while at + 8 <= bytes.len() {
-        let id = &bytes[at..at + 4];
-        let size = u32_at(&bytes, at + 4) as usize;
-        let body = &bytes[at + 8..(at + 8 + size).min(bytes.len())];
-        match id {
-            b"fmt " if body.len() >= 16 => {
-                let u16_at = |i: usize| u16::from_le_bytes([body[i], body[i + 1]]);
-                if (u16_at(0), u16_at(2), u16_at(14)) != (1, 1, 16) {
-                    return Err(bad("not 16-bit mono PCM"));
-                }
-                rate = Some(u32_at(body, 4));
-            }
-            b"data" => {
-                let rate = rate.ok_or_else(|| bad("data before fmt"))?;
-                return Ok((rate, body.to_vec()));
-            }
-            _ => {}
-        }
-        at += 8 + size + size % 2;
+    let mut pcm = Vec::with_capacity(reader.len() as usize * 2);
+    for sample in reader.samples::<i16>() {
+        pcm.extend_from_slice(&sample.map_err(|e| bad(e.to_string()))?.to_le_bytes());
     }
-    Err(bad("no data chunk"))
+    Ok((spec.sample_rate, pcm))
 }
 
 fn load_clips(dir: &Path) -> Result<Vec<Clip>, String> {

@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::net::TcpListener;
 
 use super::{FakePusher, ModeSpec, PusherMode, PusherStats, RecordedFrame};
+use crate::server;
 
 /// Serves the control port for `pusher` on `listen` until the fake shuts down;
 /// returns the bound address.
@@ -20,10 +20,7 @@ use super::{FakePusher, ModeSpec, PusherMode, PusherStats, RecordedFrame};
 /// `{"mode":"slow-ack","delay":"2s"}`) and answers 200 with the mode now in force, or
 /// 400 with a one-line reason.
 pub async fn serve_control(pusher: FakePusher, listen: SocketAddr) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let stop = pusher.shared.cancel.clone().cancelled_owned();
-    let tracker = pusher.shared.tracker.clone();
+    let life = pusher.shared.life.clone();
     let app = Router::new()
         .route("/stats", get(stats))
         .route("/mode", get(mode).post(set_mode))
@@ -32,12 +29,7 @@ pub async fn serve_control(pusher: FakePusher, listen: SocketAddr) -> std::io::R
         .route("/processed", get(processed))
         .route("/frames", get(frames))
         .with_state(pusher);
-    tracker.spawn(async move {
-        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-            tracing::warn!(%err, "fake pusher control port failed");
-        }
-    });
-    Ok(addr)
+    server::serve_control(&life, super::NAME, listen, app).await
 }
 
 async fn stats(State(pusher): State<FakePusher>) -> Json<PusherStats> {

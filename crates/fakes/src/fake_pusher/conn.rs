@@ -11,14 +11,14 @@ use hark_proto::pusher::{Ack, PusherFrame};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::time::DelayQueue;
 
 use super::stats::Recorder;
-use super::{PusherMode, Shared, LISTEN_PATH};
+use super::{PusherMode, Shared, LISTEN_PATH, NAME};
 use crate::ws::{self, Ws};
 
 /// Longest a `blackhole`/`stall` socket is held before it is dropped.
@@ -51,27 +51,13 @@ impl Drop for LinkOpen<'_> {
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, _permit: OwnedSemaphorePermit) {
     shared.recorder.tcp_accepted();
     let _tcp = TcpOpen(&shared.recorder);
-    ws::tune(&stream);
     let mut mode = shared.mode.subscribe();
     if mode.borrow_and_update().holds_new_connections() {
         return hold(&shared, stream, &mut mode).await;
     }
-    let mut uid = None;
-    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        uid = Some(check_upgrade(&shared, req)?);
-        Ok(resp)
-    };
-    let config = ws::server_config(MAX_MESSAGE);
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    let ws = tokio::select! {
-        _ = shared.cancel.cancelled() => return,
-        done = tokio::time::timeout(ws::HANDSHAKE_TIMEOUT, handshake) => match done {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(err)) => return tracing::debug!(%err, "fake pusher handshake failed"),
-            Err(_) => return tracing::debug!("fake pusher handshake timed out"),
-        },
-    };
-    let Some(uid) = uid else { return };
+    let check = |req: &Request| check_upgrade(&shared, req);
+    let accepted = ws::accept(stream, check, MAX_MESSAGE, &shared.life.cancel, NAME).await;
+    let Some((ws, uid)) = accepted else { return };
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     shared.recorder.link_opened(&uid);
     let _link = LinkOpen(&shared.recorder, &uid);
@@ -90,7 +76,7 @@ async fn hold(shared: &Shared, mut stream: TcpStream, mode: &mut watch::Receiver
     let mut discard = [0u8; 4096];
     loop {
         tokio::select! {
-            _ = shared.cancel.cancelled() => return,
+            _ = shared.life.cancel.cancelled() => return,
             () = &mut limit => return,
             read = stream.read(&mut discard) => {
                 if !matches!(read, Ok(n) if n > 0) {
@@ -176,7 +162,7 @@ impl Link<'_> {
             };
             tokio::select! {
                 biased;
-                _ = self.shared.cancel.cancelled() => {
+                _ = self.shared.life.cancel.cancelled() => {
                     return ws::close(&mut self.ws, CloseCode::Away, "fake pusher shutting down").await;
                 }
                 changed = mode.changed() => {

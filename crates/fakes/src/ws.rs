@@ -1,15 +1,17 @@
-//! Socket and WebSocket settings shared by the fakes, and the bounded close.
+//! Socket and WebSocket settings shared by the fakes, the bounded upgrade and the
+//! bounded close.
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::handshake::server::ErrorResponse;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use tokio_tungstenite::tungstenite::http::{header, Response, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
 
 /// A server-side WebSocket over plain TCP.
 pub(crate) type Ws = WebSocketStream<TcpStream>;
@@ -21,17 +23,13 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time a close handshake may take (our close frame out, the peer's echo back).
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time `shutdown()` waits for every connection task to finish.
-pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Connections a fake serves at once; further connects wait in the listen backlog.
-pub(crate) const MAX_CONNECTIONS: usize = 10_000;
 
 /// WebSocket settings for a fake's server side.
 ///
 /// Small read buffers keep thousands of idle links cheap; writes go out at once
 /// (results and acks are latency-sensitive and small); the write buffer is capped so
 /// a peer that stops reading produces an error instead of unbounded memory.
-pub(crate) fn server_config(max_message: usize) -> WebSocketConfig {
+fn server_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
@@ -40,8 +38,44 @@ pub(crate) fn server_config(max_message: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
+/// Upgrades an accepted connection, bounded by [`HANDSHAKE_TIMEOUT`] and by the
+/// fake's shutdown. `check` sees the request and refuses it or returns what the
+/// stream needs from it (`T`); `None` when the upgrade did not happen (refused,
+/// failed, timed out, or shutting down).
+pub(crate) async fn accept<T>(
+    stream: TcpStream,
+    check: impl FnOnce(&Request) -> Result<T, ErrorResponse> + Unpin,
+    max_message: usize,
+    cancel: &CancellationToken,
+    name: &str,
+) -> Option<(Ws, T)> {
+    tune(&stream);
+    let mut checked = None;
+    let callback = |req: &Request, resp: Response<()>| -> Result<Response<()>, ErrorResponse> {
+        checked = Some(check(req)?);
+        Ok(resp)
+    };
+    let config = server_config(max_message);
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
+    let ws = tokio::select! {
+        _ = cancel.cancelled() => None,
+        done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match done {
+            Ok(Ok(ws)) => Some(ws),
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "{name} handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("{name} handshake timed out");
+                None
+            }
+        },
+    };
+    Some((ws?, checked?))
+}
+
 /// Per-socket options for an accepted connection.
-pub(crate) fn tune(stream: &TcpStream) {
+fn tune(stream: &TcpStream) {
     // Acks and results are tiny; Nagle would hold them for the peer's delayed ACK.
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(%err, "TCP_NODELAY failed");

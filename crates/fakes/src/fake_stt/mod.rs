@@ -22,17 +22,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use tokio_tungstenite::tungstenite::http::{header, StatusCode};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use control::serve_control;
 pub use transcribe::{silence, synth, words_for, VOCAB};
 
+use crate::server::{self, Lifecycle};
 use crate::ws;
 
+/// How the fake names itself in logs.
+const NAME: &str = "fake STT";
 /// Largest audio frame accepted (1 MiB is 32 s of 16 kHz audio).
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -152,10 +153,10 @@ struct Shared {
     fault: watch::Sender<SttFault>,
     /// Counters; never held across an `.await`.
     stats: Mutex<SttStats>,
-    /// Cancelled by `shutdown()`.
-    cancel: CancellationToken,
-    /// Every task of the fake, so shutdown can wait for them.
-    tracker: TaskTracker,
+    /// Bumped after every change to the counters, for [`FakeStt::wait_stats`].
+    changes: watch::Sender<u64>,
+    /// Shutdown and the tasks it waits for.
+    life: Lifecycle,
     /// Source of stream ids (for `Metadata.request_id` and logs).
     next_id: AtomicU64,
 }
@@ -163,6 +164,7 @@ struct Shared {
 impl Shared {
     fn count(&self, update: impl FnOnce(&mut SttStats)) {
         update(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
@@ -182,11 +184,15 @@ impl FakeStt {
             addr,
             fault: watch::Sender::new(SttFault::None),
             stats: Mutex::default(),
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            changes: watch::Sender::new(0),
+            life: Lifecycle::default(),
             next_id: AtomicU64::new(1),
         });
-        shared.tracker.spawn(accept_loop(shared.clone(), listener));
+        let serve = {
+            let shared = shared.clone();
+            move |stream, permit| serve_connection(shared.clone(), stream, permit)
+        };
+        shared.life.tracker.spawn(server::accept_loop(shared.life.clone(), NAME, listener, serve));
         tracing::info!(%addr, "fake STT listening");
         Ok(FakeStt { shared })
     }
@@ -219,63 +225,28 @@ impl FakeStt {
         stats
     }
 
+    /// Waits until `pred` holds for the counters, re-checking after every change
+    /// (no polling); `false` on timeout.
+    pub async fn wait_stats(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&SttStats) -> bool,
+    ) -> bool {
+        let changes = self.shared.changes.subscribe();
+        server::wait_changes(changes, timeout, || pred(&self.stats())).await
+    }
+
     /// Stops accepting, closes open streams with 1001, and waits (bounded) for every
     /// task to end.
     pub async fn shutdown(self) {
-        self.shared.cancel.cancel();
-        self.shared.tracker.close();
-        if tokio::time::timeout(ws::SHUTDOWN_GRACE, self.shared.tracker.wait()).await.is_err() {
-            tracing::warn!("fake STT tasks still running after the shutdown grace period");
-        }
-    }
-}
-
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    let permits = Arc::new(Semaphore::new(ws::MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _peer)) => {
-                shared.tracker.spawn(serve_connection(shared.clone(), stream, permit));
-            }
-            Err(err) => {
-                // Usually EMFILE: back off briefly rather than spin.
-                tracing::warn!(%err, "fake STT accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        self.shared.life.shutdown(NAME).await;
     }
 }
 
 async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, _permit: OwnedSemaphorePermit) {
-    ws::tune(&stream);
-    let mut sample_rate = None;
-    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        let rate = check_upgrade(&shared, req)?;
-        sample_rate = Some(rate);
-        Ok(resp)
-    };
-    let config = ws::server_config(MAX_MESSAGE);
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    let ws = tokio::select! {
-        _ = shared.cancel.cancelled() => return,
-        done = tokio::time::timeout(ws::HANDSHAKE_TIMEOUT, handshake) => match done {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(err)) => return tracing::debug!(%err, "fake STT handshake failed"),
-            Err(_) => return tracing::debug!("fake STT handshake timed out"),
-        },
-    };
-    let Some(sample_rate) = sample_rate else { return };
+    let check = |req: &Request| check_upgrade(&shared, req);
+    let accepted = ws::accept(stream, check, MAX_MESSAGE, &shared.life.cancel, NAME).await;
+    let Some((ws, sample_rate)) = accepted else { return };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     shared.count(|s| s.connections += 1);
     stream::run(ws, shared, id, sample_rate).await;

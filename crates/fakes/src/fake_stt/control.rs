@@ -8,28 +8,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::net::TcpListener;
 
 use super::{FakeStt, SttFault};
+use crate::server;
 
 /// Serves the control port for `stt` on `listen` until the fake shuts down; returns
 /// the bound address.
 pub async fn serve_control(stt: FakeStt, listen: SocketAddr) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let stop = stt.shared.cancel.clone().cancelled_owned();
-    let tracker = stt.shared.tracker.clone();
+    let life = stt.shared.life.clone();
     let app = Router::new()
         .route("/stats", get(stats))
         .route("/fault", get(fault))
         .route("/fault/{name}", post(set_fault))
         .with_state(stt);
-    tracker.spawn(async move {
-        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-            tracing::warn!(%err, "fake STT control port failed");
-        }
-    });
-    Ok(addr)
+    server::serve_control(&life, super::NAME, listen, app).await
 }
 
 async fn stats(State(stt): State<FakeStt>) -> Json<super::SttStats> {

@@ -60,7 +60,7 @@ pub(crate) async fn run(mut ws: Ws, shared: Arc<Shared>, id: u64, sample_rate: u
         let due = transcript.next_due();
         next = tokio::select! {
             biased;
-            _ = shared.cancel.cancelled() => {
+            _ = shared.life.cancel.cancelled() => {
                 ws::close(&mut ws, CloseCode::Away, "fake STT shutting down").await;
                 Next::End
             }
@@ -188,7 +188,7 @@ async fn stall(ws: &mut Ws, shared: &Shared, fault: &mut tokio::sync::watch::Rec
     let mut sink = vec![0u8; MAX_MESSAGE.min(16 * 1024)];
     loop {
         tokio::select! {
-            _ = shared.cancel.cancelled() => return,
+            _ = shared.life.cancel.cancelled() => return,
             changed = fault.changed() => {
                 if changed.is_err() || *fault.borrow_and_update() != SttFault::Stall {
                     return;

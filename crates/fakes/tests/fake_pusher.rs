@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use hark_loadtest::fake_pusher::{
+use hark_fakes::fake_pusher::{
     serve_control, FakePusher, FakePusherConfig, ModeSpec, PusherMode, PusherStats,
 };
 use hark_proto::pusher::{encode_audio, Ack, ProcessRequest, PusherFrame, SegmentsPayload};

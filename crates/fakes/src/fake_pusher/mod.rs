@@ -20,17 +20,17 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Semaphore};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio::sync::watch;
 
 pub use control::serve_control;
 pub use modes::{ModeError, ModeSpec, PusherMode, DEFAULT_ACK_DELAY};
 pub use stats::{PusherStats, RecordedFrame};
 
-use crate::ws;
+use crate::server::{self, Lifecycle};
 use stats::Recorder;
 
+/// How the fake names itself in logs.
+const NAME: &str = "fake pusher";
 /// Path of pusher's listen endpoint.
 pub const LISTEN_PATH: &str = "/v1/trigger/listen";
 /// Listen backlog of the (re)bound port.
@@ -69,10 +69,8 @@ struct Shared {
     recorder: Recorder,
     /// The runtime the fake runs on, so `set_mode` can bind from any thread.
     runtime: Handle,
-    /// Cancelled by `shutdown()`.
-    cancel: CancellationToken,
-    /// Every task of the fake, so shutdown can wait for them.
-    tracker: TaskTracker,
+    /// Shutdown and the tasks it waits for.
+    life: Lifecycle,
     /// Source of link ids.
     next_conn: AtomicU64,
     /// Bumped by [`FakePusher::drop_links`]; every open link watches it and drops its
@@ -142,13 +140,17 @@ impl FakePusher {
             mode: watch::Sender::new(cfg.mode.clone()),
             recorder: Recorder::new(cfg.record),
             runtime: Handle::current(),
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            life: Lifecycle::default(),
             next_conn: AtomicU64::new(1),
             drops: watch::Sender::new(0),
         });
         shared.sync_listener(&cfg.mode);
-        shared.tracker.spawn(accept_loop(shared.clone()));
+        let from = Rebinding { shared: shared.clone(), mode: shared.mode.subscribe() };
+        let serve = {
+            let shared = shared.clone();
+            move |stream, permit| conn::serve(shared.clone(), stream, permit)
+        };
+        shared.life.tracker.spawn(server::accept_loop(shared.life.clone(), NAME, from, serve));
         tracing::info!(%addr, mode = %cfg.mode, "fake pusher listening");
         Ok(FakePusher { shared })
     }
@@ -213,16 +215,12 @@ impl FakePusher {
     /// Waits until at least `n` distinct conversations were processed; `false` on
     /// timeout.
     pub async fn wait_processed(&self, n: usize, timeout: Duration) -> bool {
-        let mut rx = self.shared.recorder.processed_watch();
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|v| *v >= n)).await;
-        matches!(reached, Ok(Ok(_)))
+        self.wait_stats(timeout, |s| s.conversations_processed >= n as u64).await
     }
 
     /// Waits until at least `n` upgrade requests were seen; `false` on timeout.
     pub async fn wait_handshakes(&self, n: u64, timeout: Duration) -> bool {
-        let mut rx = self.shared.recorder.handshakes_watch();
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|v| *v >= n)).await;
-        matches!(reached, Ok(Ok(_)))
+        self.wait_stats(timeout, |s| s.handshakes >= n).await
     }
 
     /// Waits until `pred` holds for the counters, re-checking after every change
@@ -232,64 +230,51 @@ impl FakePusher {
         timeout: Duration,
         mut pred: impl FnMut(&PusherStats) -> bool,
     ) -> bool {
-        let mut changes = self.shared.recorder.changes_watch();
-        let wait = async {
-            loop {
-                if pred(&self.stats()) {
-                    return true;
-                }
-                if changes.changed().await.is_err() {
-                    return false;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+        let changes = self.shared.recorder.changes_watch();
+        server::wait_changes(changes, timeout, || pred(&self.stats())).await
+    }
+
+    /// Waits until `pred` holds for the recorded frames (started with `record`),
+    /// re-checking after every change; `false` on timeout.
+    pub async fn wait_frames(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&[RecordedFrame]) -> bool,
+    ) -> bool {
+        let changes = self.shared.recorder.changes_watch();
+        server::wait_changes(changes, timeout, || pred(&self.frames())).await
     }
 
     /// Closes the port, closes links with 1001, drops held sockets, and waits
     /// (bounded) for every task to end.
     pub async fn shutdown(self) {
-        self.shared.cancel.cancel();
         self.shared.slot().take();
-        self.shared.tracker.close();
-        if tokio::time::timeout(ws::SHUTDOWN_GRACE, self.shared.tracker.wait()).await.is_err() {
-            tracing::warn!("fake pusher tasks still running after the shutdown grace period");
-        }
+        self.shared.life.shutdown(NAME).await;
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>) {
-    let permits = Arc::new(Semaphore::new(ws::MAX_CONNECTIONS));
-    let mut mode = shared.mode.subscribe();
-    loop {
-        let permit = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
-        let accepted = loop {
+/// The fake pusher's connections: from whichever listener the slot holds, re-bound
+/// after `refuse` ends (retried until the port is free again).
+struct Rebinding {
+    shared: Arc<Shared>,
+    mode: watch::Receiver<PusherMode>,
+}
+
+impl server::Accept for Rebinding {
+    async fn accept(&mut self) -> std::io::Result<TcpStream> {
+        let shared = &self.shared;
+        loop {
             let rebind = shared.needs_rebind();
             tokio::select! {
-                _ = shared.cancel.cancelled() => return,
                 // The slot may hold a new listener: poll again.
-                _ = mode.changed() => {}
+                _ = self.mode.changed() => {}
                 () = tokio::time::sleep(REBIND_RETRY), if rebind => {
                     let current = shared.mode.borrow().clone();
                     shared.sync_listener(&current);
                 }
-                accepted = poll_fn(|cx| shared.poll_accept(cx)) => break accepted,
-            }
-        };
-        match accepted {
-            Ok((stream, _peer)) => {
-                shared.tracker.spawn(conn::serve(shared.clone(), stream, permit));
-            }
-            Err(err) => {
-                // Usually EMFILE: back off briefly rather than spin.
-                tracing::warn!(%err, "fake pusher accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                accepted = poll_fn(|cx| shared.poll_accept(cx)) => {
+                    return accepted.map(|(stream, _peer)| stream);
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use hark_loadtest::fake_stt::{silence, synth, FakeStt, FakeSttConfig, SttFault};
+use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, SttFault};
 use hark_proto::deepgram::{Control, SttMessage};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -1,7 +1,7 @@
 //! Properties of the fake STT's transcription: `synth` and `words_for` are inverses,
 //! and no input makes `words_for` panic.
 
-use hark_loadtest::fake_stt::transcribe::{chunk_samples, silence, synth, words_for, VOCAB};
+use hark_fakes::fake_stt::transcribe::{chunk_samples, silence, synth, words_for, VOCAB};
 use proptest::prelude::*;
 
 fn words() -> impl Strategy<Value = Vec<(usize, u32)>> {

@@ -113,14 +113,12 @@ struct State {
     frames: Vec<RecordedFrame>,
 }
 
-/// Counters behind a mutex that is never held across an `.await`, plus the watches
+/// Counters behind a mutex that is never held across an `.await`, plus the watch
 /// that `wait_*` subscribe to.
 #[derive(Debug)]
 pub(crate) struct Recorder {
     state: Mutex<State>,
     record: bool,
-    processed: watch::Sender<usize>,
-    handshakes: watch::Sender<u64>,
     /// Bumped after every change to the counters.
     changes: watch::Sender<u64>,
 }
@@ -136,13 +134,7 @@ fn unix_now_ms() -> u64 {
 
 impl Recorder {
     pub(crate) fn new(record: bool) -> Self {
-        Self {
-            state: Mutex::default(),
-            record,
-            processed: watch::Sender::new(0),
-            handshakes: watch::Sender::new(0),
-            changes: watch::Sender::new(0),
-        }
+        Self { state: Mutex::default(), record, changes: watch::Sender::new(0) }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -175,12 +167,10 @@ impl Recorder {
     }
 
     pub(crate) fn handshake(&self) {
-        let n = self.with(|s| {
+        self.with(|s| {
             s.counters.handshakes += 1;
             s.handshakes.bump(unix_now());
-            s.counters.handshakes
         });
-        self.handshakes.send_replace(n);
     }
 
     pub(crate) fn rejected(&self) {
@@ -239,7 +229,7 @@ impl Recorder {
 
     /// Marks `id` processed; `false` (and a counted duplicate) if it already was.
     pub(crate) fn process(&self, id: &str) -> bool {
-        let fresh = self.with(|s| {
+        self.with(|s| {
             if s.processed.insert(id.to_owned()) {
                 s.processed_order.push(id.to_owned());
                 true
@@ -247,11 +237,7 @@ impl Recorder {
                 s.counters.duplicates += 1;
                 false
             }
-        });
-        if fresh {
-            self.processed.send_modify(|n| *n += 1);
-        }
-        fresh
+        })
     }
 
     pub(crate) fn ack_sent(&self) {
@@ -279,14 +265,6 @@ impl Recorder {
 
     pub(crate) fn processed_ids(&self) -> Vec<String> {
         self.read(|s| s.processed_order.clone())
-    }
-
-    pub(crate) fn processed_watch(&self) -> watch::Receiver<usize> {
-        self.processed.subscribe()
-    }
-
-    pub(crate) fn handshakes_watch(&self) -> watch::Receiver<u64> {
-        self.handshakes.subscribe()
     }
 
     pub(crate) fn changes_watch(&self) -> watch::Receiver<u64> {
@@ -348,6 +326,5 @@ mod tests {
         let stats = r.snapshot();
         assert_eq!((stats.conversations_processed, stats.duplicates), (2, 1));
         assert_eq!(r.processed_ids(), ["a", "b"]);
-        assert_eq!(*r.processed_watch().borrow(), 2);
     }
 }

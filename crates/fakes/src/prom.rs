@@ -1,31 +1,30 @@
-//! Just enough of the Prometheus text format to read hark's `/metrics`: samples
-//! with labels, and quantiles of a histogram over the window between two scrapes.
+//! Reading hark's `/metrics`. The text format is parsed by `prometheus-parse`; what
+//! is Hark's own is here: a sample looked up by name and labels (summed over the
+//! series that match), a counter's increase between two scrapes, and quantiles of a
+//! histogram over the window between two scrapes.
+//!
+//! `prometheus-parse` splits label sets on `,` and `=` without unescaping, which is
+//! exact for hark's label values: every one is a fixed identifier or number
+//! (docs/metrics.md), never free text.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// A sample's labels, sorted by name.
-type Labels = Vec<(String, String)>;
+use prometheus_parse::Value;
 
-/// One scrape: every sample, keyed by metric name and sorted label pairs.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// One scrape: every sample of a `/metrics` answer.
+#[derive(Clone, Debug)]
 pub struct Scrape {
-    samples: BTreeMap<String, Vec<(Labels, f64)>>,
+    samples: Vec<prometheus_parse::Sample>,
 }
 
 impl Scrape {
-    /// Parses the text exposition format. Comments, blank lines and lines that do
-    /// not parse are skipped: a scrape is best effort, never a reason to stop a run.
+    /// Parses the text exposition format. Lines that do not parse are skipped: a
+    /// scrape is best effort, never a reason to stop a run (a test that needs a
+    /// series finds it missing).
     pub fn parse(text: &str) -> Scrape {
-        let mut samples: BTreeMap<String, Vec<_>> = BTreeMap::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if let Some((name, labels, value)) = parse_line(line) {
-                samples.entry(name).or_default().push((labels, value));
-            }
-        }
+        let lines = text.lines().map(|line| Ok(line.to_owned()));
+        // Reading from memory cannot fail; an error would leave an empty scrape.
+        let samples = prometheus_parse::Scrape::parse(lines).map(|s| s.samples).unwrap_or_default();
         Scrape { samples }
     }
 
@@ -33,30 +32,56 @@ impl Scrape {
     /// all matching series (so `value("x", &[])` totals a labelled counter).
     /// `None` when no series matches.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let series = self.samples.get(name)?;
         let mut found = None;
-        for (have, value) in series {
-            let matches =
-                labels.iter().all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v));
-            if matches {
-                *found.get_or_insert(0.0) += value;
+        for sample in self.matching(name, labels) {
+            if let Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) = sample.value {
+                *found.get_or_insert(0.0) += v;
             }
         }
         found
     }
 
+    /// [`Scrape::value`], with an absent series read as 0 (every series hark knows
+    /// of is exported from start-up, so absent means "never happened" there).
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels).unwrap_or(0.0)
+    }
+
+    /// How much `name{labels}` grew since `earlier`. Metrics are per process and
+    /// tests in one file share the process: a test reads its own increase, never
+    /// an absolute count.
+    pub fn increase(&self, earlier: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels) - earlier.get(name, labels)
+    }
+
+    /// Every metric name in the scrape (a histogram by its base name).
+    pub fn names(&self) -> BTreeSet<String> {
+        self.samples.iter().map(|s| s.metric.clone()).collect()
+    }
+
     /// The cumulative buckets of histogram `name` (`le` bounds ascending, `+Inf`
-    /// last), summed over label sets. Empty when the histogram is absent.
+    /// last), summed over label sets. Empty when the histogram is absent (or its
+    /// `# TYPE` line is, which the exporter always writes).
     pub fn histogram(&self, name: &str) -> Buckets {
         let mut by_le: BTreeMap<OrderedF64, f64> = BTreeMap::new();
-        if let Some(series) = self.samples.get(&format!("{name}_bucket")) {
-            for (labels, value) in series {
-                let Some((_, le)) = labels.iter().find(|(k, _)| k == "le") else { continue };
-                let Some(bound) = parse_value(le) else { continue };
-                *by_le.entry(OrderedF64(bound)).or_default() += value;
+        for sample in self.matching(name, &[]) {
+            if let Value::Histogram(buckets) = &sample.value {
+                for bucket in buckets {
+                    *by_le.entry(OrderedF64(bucket.less_than)).or_default() += bucket.count;
+                }
             }
         }
         Buckets(by_le.into_iter().map(|(le, count)| (le.0, count)).collect())
+    }
+
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = &'a prometheus_parse::Sample> + 'a {
+        self.samples.iter().filter(move |s| {
+            s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+        })
     }
 }
 
@@ -150,78 +175,6 @@ impl Buckets {
     }
 }
 
-fn parse_line(line: &str) -> Option<(String, Labels, f64)> {
-    let (name, rest) = match line.find(['{', ' ']) {
-        Some(i) => (&line[..i], &line[i..]),
-        None => return None,
-    };
-    let (labels, rest) = if let Some(body) = rest.strip_prefix('{') {
-        let end = closing_brace(body)?;
-        (parse_labels(&body[..end])?, &body[end + 1..])
-    } else {
-        (Vec::new(), rest)
-    };
-    // `value [timestamp]`
-    let value = parse_value(rest.split_whitespace().next()?)?;
-    Some((name.to_owned(), labels, value))
-}
-
-/// Index of the `}` closing a label set, skipping quoted values.
-fn closing_brace(body: &str) -> Option<usize> {
-    let mut in_quotes = false;
-    let mut escaped = false;
-    for (i, c) in body.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            '}' if !in_quotes => return Some(i),
-            _ => {}
-        }
-    }
-    None
-}
-
-fn parse_labels(body: &str) -> Option<Labels> {
-    let mut labels = Vec::new();
-    let mut rest = body.trim();
-    while !rest.is_empty() {
-        let eq = rest.find('=')?;
-        let key = rest[..eq].trim().to_owned();
-        let after = rest[eq + 1..].trim_start().strip_prefix('"')?;
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, other)) => value.push(other),
-                    None => return None,
-                },
-                '"' => {
-                    end = Some(i);
-                    break;
-                }
-                other => value.push(other),
-            }
-        }
-        labels.push((key, value));
-        rest = after[end? + 1..].trim_start().trim_start_matches(',').trim_start();
-    }
-    labels.sort();
-    Some(labels)
-}
-
-fn parse_value(text: &str) -> Option<f64> {
-    match text {
-        "+Inf" | "Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        "NaN" => Some(f64::NAN),
-        other => other.parse().ok(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,7 +185,9 @@ pusher_connect_attempts_total{result="ok"} 300
 pusher_connect_attempts_total{result="timeout"} 25
 pusher_circuit_breaker_state 1
 hark_sessions_active 300 1700000000000
-weird{reason="a \"quoted\" } brace",x="y"} 7
+multi{a="1",b="2"} 7
+multi{a="1",b="3"} 8
+# TYPE hark_runtime_lag_seconds histogram
 hark_runtime_lag_seconds_bucket{le="0.001"} 90
 hark_runtime_lag_seconds_bucket{le="0.0025"} 98
 hark_runtime_lag_seconds_bucket{le="0.005"} 100
@@ -243,16 +198,30 @@ garbage line without value
 "#;
 
     #[test]
-    fn parses_samples_labels_and_skips_junk() {
+    fn looks_up_by_name_and_labels_and_skips_junk() {
         let s = Scrape::parse(TEXT);
         assert_eq!(s.value("pusher_connect_attempts_total", &[("result", "ok")]), Some(300.0));
         assert_eq!(s.value("pusher_connect_attempts_total", &[]), Some(325.0));
         assert_eq!(s.value("pusher_circuit_breaker_state", &[]), Some(1.0));
         assert_eq!(s.value("hark_sessions_active", &[]), Some(300.0));
-        assert_eq!(s.value("weird", &[("reason", "a \"quoted\" } brace")]), Some(7.0));
-        assert_eq!(s.value("weird", &[("x", "y")]), Some(7.0));
+        assert_eq!(s.value("multi", &[("a", "1"), ("b", "3")]), Some(8.0));
+        assert_eq!(s.value("multi", &[("a", "1")]), Some(15.0));
         assert_eq!(s.value("missing", &[]), None);
+        assert_eq!(s.get("missing", &[]), 0.0);
         assert_eq!(s.value("pusher_connect_attempts_total", &[("result", "nope")]), None);
+        assert_eq!(s.value("hark_runtime_lag_seconds_count", &[]), Some(100.0));
+        let names = s.names();
+        assert!(names.contains("hark_runtime_lag_seconds"), "{names:?}");
+        assert!(names.contains("pusher_circuit_breaker_state"), "{names:?}");
+    }
+
+    #[test]
+    fn increases_are_per_series_deltas() {
+        let before = Scrape::parse("x_total{r=\"a\"} 2\nx_total{r=\"b\"} 5\n");
+        let after = Scrape::parse("x_total{r=\"a\"} 3\nx_total{r=\"b\"} 9\ny 1\n");
+        assert_eq!(after.increase(&before, "x_total", &[("r", "a")]), 1.0);
+        assert_eq!(after.increase(&before, "x_total", &[]), 5.0);
+        assert_eq!(after.increase(&before, "y", &[]), 1.0, "a new series starts from 0");
     }
 
     #[test]
