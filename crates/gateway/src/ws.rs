@@ -116,6 +116,11 @@ where
     let frame = CloseFrame { code: CloseCode::from(code), reason: close_reason(reason).into() };
     match tokio::time::timeout_at(deadline, ws.send(Message::Close(Some(frame)))).await {
         Ok(Ok(())) => {}
+        // The peer closed first: its Close is answered (echoed) by the flush in
+        // `finish_close` instead of ours.
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Protocol(
+            tokio_tungstenite::tungstenite::error::ProtocolError::SendAfterClosing,
+        ))) => {}
         Ok(Err(_)) => return CloseOutcome::PeerGone,
         Err(_) => return CloseOutcome::TimedOut,
     }

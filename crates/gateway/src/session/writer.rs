@@ -12,9 +12,10 @@ use futures::stream::SplitSink;
 use futures::SinkExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
@@ -123,12 +124,17 @@ pub fn spawn(
     (ClientTx { queue, close: Some(close), overflowed: std::cell::Cell::new(false), dead }, task)
 }
 
-async fn run(
-    mut sink: Sink,
+/// The writer's loop, over any `Sink` of messages (the client socket's write half
+/// in production, an in-memory socket's in tests).
+async fn run<Si>(
+    mut sink: Si,
     mut rx: mpsc::Receiver<Outbound>,
     mut close_rx: oneshot::Receiver<(u16, String)>,
     dead: CancellationToken,
-) -> Option<Sink> {
+) -> Option<Si>
+where
+    Si: futures::Sink<Message, Error = WsError> + Unpin,
+{
     let _dead = dead.drop_guard();
     loop {
         let message = tokio::select! {
@@ -157,6 +163,12 @@ async fn run(
         match written {
             Err(close) => return close_socket(sink, rx, close).await,
             Ok(Ok(Ok(()))) => {}
+            // The client's Close came in while this batch was being written (the
+            // reader saw it first): the connection is closing, not broken. Answer it
+            // as the session would have asked: the echo tungstenite queued goes out.
+            Ok(Ok(Err(WsError::Protocol(ProtocolError::SendAfterClosing)))) => {
+                return close_socket(sink, rx, Some((1000, String::new()))).await;
+            }
             Ok(Ok(Err(error))) => {
                 tracing::debug!(%error, "client write failed");
                 return None;
@@ -171,11 +183,14 @@ async fn run(
 
 /// Sends what is queued when it can go quickly, then the Close frame (or, when the
 /// client closed first, the reply tungstenite queued for it), each bounded.
-async fn close_socket(
-    mut sink: Sink,
+async fn close_socket<Si>(
+    mut sink: Si,
     mut rx: mpsc::Receiver<Outbound>,
     close: Option<(u16, String)>,
-) -> Option<Sink> {
+) -> Option<Si>
+where
+    Si: futures::Sink<Message, Error = WsError> + Unpin,
+{
     let mut pending = Vec::new();
     while let Ok(message) = rx.try_recv() {
         pending.push(message);
@@ -183,9 +198,16 @@ async fn close_socket(
     let _ = tokio::time::timeout(PENDING_FLUSH, write_batch(&mut sink, pending)).await;
     if let Some((code, reason)) = close {
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-        // After the client's own Close, tungstenite ignores this frame and flushes
-        // its echo of the client's instead (RFC 6455 §5.5.1).
-        let sent = tokio::time::timeout(CLOSE_SEND, sink.send(Message::Close(Some(frame)))).await;
+        let close = async {
+            match sink.send(Message::Close(Some(frame))).await {
+                // The client closed first: tungstenite refuses a Close of ours and
+                // holds its echo of the client's (RFC 6455 §5.5.1) until the next
+                // flush, which sends it now.
+                Err(WsError::Protocol(ProtocolError::SendAfterClosing)) => sink.flush().await,
+                other => other,
+            }
+        };
+        let sent = tokio::time::timeout(CLOSE_SEND, close).await;
         if !matches!(sent, Ok(Ok(()))) {
             tracing::debug!(code, "close frame not delivered to the client");
         }
@@ -193,10 +215,10 @@ async fn close_socket(
     Some(sink)
 }
 
-async fn write_batch(
-    sink: &mut Sink,
-    batch: Vec<Outbound>,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+async fn write_batch<Si>(sink: &mut Si, batch: Vec<Outbound>) -> Result<(), WsError>
+where
+    Si: futures::Sink<Message, Error = WsError> + Unpin,
+{
     if batch.is_empty() {
         return Ok(());
     }
@@ -220,4 +242,40 @@ async fn write_batch(
         metrics::histogram!(TRANSCRIPT_LATENCY).record(received.elapsed().as_secs_f64());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+
+    /// The race behind a 1006 seen once in twenty CI runs: the client closes right
+    /// after the upgrade, the session's reader takes the Close (tungstenite is then
+    /// "closed by peer") while the writer is sending the first status events. That
+    /// write fails with `SendAfterClosing`; the writer must still send the echo.
+    #[tokio::test]
+    async fn a_close_read_during_a_write_is_still_answered() {
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let (sink, mut stream) = server.split();
+
+        client.send(Message::Close(None)).await.unwrap();
+        // The reader sees the Close first…
+        assert!(matches!(stream.next().await, Some(Ok(Message::Close(None)))));
+        // …then the writer has something to write.
+        let (queue, rx) = mpsc::channel(8);
+        let (_close, close_rx) = oneshot::channel();
+        queue.send(Outbound::Text { text: "status".into(), received: None }).await.unwrap();
+        let sink = run(sink, rx, close_rx, CancellationToken::new())
+            .await
+            .expect("the writer hands the write half back");
+        drop((sink, stream));
+        // The client gets its Close answered, then the end of the stream.
+        let answer = client.next().await;
+        assert!(matches!(answer, Some(Ok(Message::Close(None)))), "{answer:?}");
+        assert!(client.next().await.is_none());
+    }
 }
