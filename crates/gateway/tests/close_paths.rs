@@ -16,10 +16,14 @@ use std::time::Duration;
 
 use common::independent::{observe, Observed, Ws};
 use common::{query, Harness, FRAME_16K};
-use hark_fakes::fake_stt::{silence, synth, FakeSttConfig, VOCAB};
+use hark_fakes::fake_stt::{silence, synth, FakeSttConfig, SttFault, VOCAB};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// The two tests that end in 1008 run one at a time: the slow-consumer test waits
+/// for `hark_client_closes_total{code="1008"}` to move, and metrics are per process.
+static CODE_1008: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn url(h: &Harness, uid: &str) -> String {
     format!("ws://{}/v4/listen?{}", h.addr(), query(uid, 600))
@@ -133,6 +137,7 @@ async fn a_text_frame_too_big_closes_1009() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_frames_closes_1008() {
+    let _one_at_a_time = CODE_1008.lock().await;
     let h = Harness::start(None, |c| {
         c.limits.max_frames_per_second = std::num::NonZeroU32::new(10).unwrap()
     })
@@ -156,8 +161,14 @@ async fn a_flood_of_frames_closes_1008() {
 /// A client that stops reading fills its queue and is closed 1008. The Close waits
 /// behind everything already written; a client that reads again within the close
 /// bound gets all of it, then the Close, then a clean end.
+///
+/// The client writes with a short write timeout and stops writing when told, so it
+/// is never stuck in a blocking write when it should read: on a loaded CI machine
+/// Hark used to give up on it while it was still pushing audio, and the test saw a
+/// reset instead of the Close one run in a few.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_1008_and_sees_why_when_it_reads() {
+    let _one_at_a_time = CODE_1008.lock().await;
     let stt = FakeSttConfig { words_per_result: 1, ..FakeSttConfig::default() };
     let h = Harness::start_with_stt(stt, None, |c| {
         c.limits.client_queue = std::num::NonZeroUsize::new(8).unwrap();
@@ -165,23 +176,45 @@ async fn a_client_that_stops_reading_is_closed_1008_and_sees_why_when_it_reads()
     })
     .await;
     let before = outcome(&h, "slow_consumer").await;
-    // The flood test closes with 1008 too, in this same process: wait for this
-    // test's own close.
+    // No other session of this process closes 1008 meanwhile (`CODE_1008`).
     let closes_1008 = || h.metric("hark_client_closes_total", &[("code", "1008")]);
     let closes_before = closes_1008().await;
     let (go, read_again) = mpsc::channel::<()>();
     let url = url(&h, "slow");
     let client = tokio::spawn(observe(h.addr(), url, Some(4096), move |ws| {
         wait_ready(ws);
-        // One transcript message per word; the client reads none of them.
+        ws.get_mut().set_write_timeout(Some(Duration::from_millis(50))).unwrap();
+        // One transcript message per word; the client reads none of them. It
+        // writes until told to read again (a write that would block is retried).
         let pcm = speech(4_000);
-        for chunk in pcm.chunks(32_000) {
-            if ws.write(Message::binary(chunk.to_vec())).is_err() {
-                break;
+        let mut chunks = pcm.chunks(32_000);
+        let mut pending = false;
+        let told = loop {
+            match read_again.try_recv() {
+                Ok(()) => break true,
+                Err(mpsc::TryRecvError::Disconnected) => break false,
+                Err(mpsc::TryRecvError::Empty) => {}
             }
-        }
-        let _ = ws.flush();
-        read_again.recv_timeout(Duration::from_secs(60)).expect("the test says when");
+            let wrote = if pending {
+                ws.flush()
+            } else {
+                match chunks.next() {
+                    Some(chunk) => ws.write(Message::binary(chunk.to_vec())),
+                    None => ws.flush(),
+                }
+            };
+            pending = match wrote {
+                Ok(()) => false,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    true
+                }
+                Err(e) => panic!("write failed before the close: {e}"),
+            };
+            if !pending && chunks.len() == 0 {
+                break read_again.recv_timeout(Duration::from_secs(60)).is_ok();
+            }
+        };
+        assert!(told, "the test says when");
     }));
     let closed = async {
         while closes_1008().await <= closes_before {
