@@ -108,6 +108,26 @@ pub fn encode_clip(codec: Codec, sample_rate: u32, pcm: &[i16]) -> Result<Vec<By
     Ok(frames)
 }
 
+/// The frames a device streams for a clip: PCM (`pcm16`, `pcm8`, `mulaw`) in 20 ms
+/// frames, every other codec in its own packets ([`encode_clip`]).
+pub fn device_frames(
+    codec: Codec,
+    sample_rate: u32,
+    pcm: &[i16],
+) -> Result<Vec<Bytes>, EncodeError> {
+    match codec {
+        Codec::Pcm16 | Codec::Pcm8 | Codec::Mulaw => {
+            let mut encoder = encoder(codec, sample_rate)?;
+            let mut frames = Vec::new();
+            for chunk in pcm.chunks((sample_rate as usize / 50).max(1)) {
+                encoder.encode(chunk, &mut frames)?;
+            }
+            Ok(frames)
+        }
+        _ => encode_clip(codec, sample_rate, pcm),
+    }
+}
+
 /// `pcm16`, `pcm8`, `mulaw`: one frame per call.
 struct PcmEncoder {
     codec: Codec,

@@ -32,7 +32,7 @@ pub mod pcm;
 #[cfg(feature = "encoders")]
 mod encode;
 #[cfg(feature = "encoders")]
-pub use encode::{encode_clip, encoder, EncodeError, Encoder};
+pub use encode::{device_frames, encode_clip, encoder, EncodeError, Encoder};
 
 /// Decodes one codec's client frames into PCM16.
 ///

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod client;
 pub mod fake_pusher;
 pub mod fake_stt;
+pub mod ffi;
 pub mod process;
 pub mod prom;
 mod server;

@@ -49,8 +49,11 @@ pub fn stt_config() -> WebSocketConfig {
     WebSocketConfig::default()
         // Results are a few KiB; a longer one grows the buffer for that read.
         .read_buffer_size(4 * 1024)
-        // Audio is written as it comes (latency), in batches of what is queued.
-        .write_buffer_size(8 * 1024)
+        // Audio is written as it comes (latency), in batches of what is queued,
+        // flushed at 4 KiB: tungstenite keeps its write buffer's high-water
+        // capacity for the socket's life, so a burst after a stall must not grow
+        // it to the whole batch (the heap profile in docs/benchmarks.md).
+        .write_buffer_size(4 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_frame_size(Some(1024 * 1024))
         .max_message_size(Some(1024 * 1024))
@@ -61,8 +64,9 @@ pub fn pusher_config() -> WebSocketConfig {
     WebSocketConfig::default()
         // Pusher sends only 201 acks.
         .read_buffer_size(1024)
-        // 101s of ~100 ms (3.2 KB at 16 kHz), a 102 now and then.
-        .write_buffer_size(8 * 1024)
+        // 101s of ~100 ms (3.2 KB at 16 kHz), a 102 now and then; flushed at
+        // 4 KiB for the same reason as the STT link's.
+        .write_buffer_size(4 * 1024)
         // A stalled pusher costs at most 2 MiB per session before the link fails
         // and the session goes degraded.
         .max_write_buffer_size(2 * 1024 * 1024)

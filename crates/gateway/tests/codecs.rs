@@ -27,17 +27,7 @@ fn speech(words: &[usize], rate: u32) -> Vec<i16> {
 
 /// The frames a device sends: 20 ms PCM frames, or the codec's own packets.
 fn device_frames(codec: Codec, rate: u32, samples: &[i16]) -> Vec<Bytes> {
-    match codec {
-        Codec::Pcm16 | Codec::Pcm8 | Codec::Mulaw => {
-            let mut encoder = hark_codec::encoder(codec, rate).unwrap();
-            let mut frames = Vec::new();
-            for chunk in samples.chunks(rate as usize / 50) {
-                encoder.encode(chunk, &mut frames).unwrap();
-            }
-            frames
-        }
-        _ => hark_codec::encode_clip(codec, rate, samples).unwrap(),
-    }
+    hark_codec::device_frames(codec, rate, samples).expect("encode")
 }
 
 /// Bytes of PCM16 the session's decoder makes of `frames` (a fresh decoder, as hark

@@ -14,6 +14,9 @@ const EXIT_USAGE: u8 = 64;
 /// `EX_UNAVAILABLE`-ish: the process could not start (bind, outbox, STT).
 const EXIT_START: u8 = 69;
 
+/// jemalloc in production; `--features system-allocator` swaps in glibc's malloc
+/// for heap profilers that hook it (heaptrack; see docs/benchmarks.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

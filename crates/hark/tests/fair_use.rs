@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::{http_get, Hark};
+use common::{metric, Hark};
 use hark_fakes::client::{ConnectError, ListenClient, Received};
 use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
 use hark_proto::ServiceStatus;
@@ -103,17 +103,6 @@ async fn stream(
         tokio::time::sleep(pace).await;
     }
     (sent, None)
-}
-
-async fn metric(pod: &Hark, series: &str) -> f64 {
-    let (_, body) = http_get(pod.admin, "/metrics").await;
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
 }
 
 fn seconds_to_utc_midnight() -> u64 {

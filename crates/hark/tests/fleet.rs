@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{http_get, Hark};
+use common::{metric, Hark};
 use hark_fakes::client::{ListenClient, Received};
 use hark_fakes::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
 use hark_fakes::fake_stt::{silence, synth, FakeStt, FakeSttConfig, VOCAB};
@@ -98,17 +98,6 @@ async fn ready(addr: std::net::SocketAddr, query: &str) -> ListenClient {
     let mut client = ListenClient::connect(addr, query, &[]).await.expect("upgrade");
     assert!(client.wait_for(WAIT, |r| *r == Received::Status(ServiceStatus::Ready)).await);
     client
-}
-
-async fn metric(pod: &Hark, series: &str) -> f64 {
-    let (_, body) = http_get(pod.admin, "/metrics").await;
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,21 +170,9 @@ fn silence_frames(query: &str) -> Vec<bytes::Bytes> {
     device_frames(codec, rate, &vec![0i16; rate as usize * 3 / 2])
 }
 
-/// The frames a device sends: 20 ms PCM frames (8-bit, µ-law, 16-bit), or the
-/// codec's own packets from its reference library (libopus, liblc3, FFmpeg's AAC).
+/// The frames a device sends: 20 ms PCM frames, or the codec's own packets.
 fn device_frames(codec: hark_proto::Codec, rate: u32, samples: &[i16]) -> Vec<bytes::Bytes> {
-    use hark_proto::Codec;
-    match codec {
-        Codec::Pcm16 | Codec::Pcm8 | Codec::Mulaw => {
-            let mut encoder = hark_codec::encoder(codec, rate).unwrap();
-            let mut frames = Vec::new();
-            for chunk in samples.chunks(rate as usize / 50) {
-                encoder.encode(chunk, &mut frames).unwrap();
-            }
-            frames
-        }
-        _ => hark_codec::encode_clip(codec, rate, samples).unwrap(),
-    }
+    hark_codec::device_frames(codec, rate, samples).expect("encode")
 }
 
 fn samples(pcm: &[u8]) -> Vec<i16> {

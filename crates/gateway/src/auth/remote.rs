@@ -358,15 +358,7 @@ mod tests {
     const JWKS: &str = include_str!("../../tests/keys/jwks.json");
 
     fn policy() -> JwksFetchPolicy {
-        JwksFetchPolicy {
-            min_ttl: Duration::from_secs(60),
-            max_ttl: Duration::from_secs(24 * 3600),
-            default_ttl: Duration::from_secs(3600),
-            unknown_kid_interval: Duration::from_secs(60),
-            unknown_kid_wait: Duration::from_secs(2),
-            timeout: Duration::from_secs(5),
-            startup_attempts: 3,
-        }
+        JwksFetchPolicy::default()
     }
 
     fn cc(value: &str) -> CacheHeaders {

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hark_proto::ConversationRecord;
-use hark_resilience::breaker::Breaker;
+use hark_resilience::breaker::{Breaker, BreakerState};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::PusherConfig;
 use crate::connect::Connector;
@@ -121,5 +122,23 @@ pub async fn post(url: &str, record: &ConversationRecord) -> Delivery {
         Ok(Ok(status)) => Delivery::Failed(format!("HTTP {status}")),
         Ok(Err(error)) => Delivery::Failed(error),
         Err(_) => Delivery::Failed(format!("no answer within {DELIVERY_TIMEOUT:?}")),
+    }
+}
+
+/// Whether replay may go on: no breaker, or a closed one.
+pub(crate) fn breaker_closed(breaker: Option<&Breaker>) -> bool {
+    breaker.is_none_or(|b| b.state() == BreakerState::Closed)
+}
+
+/// Waits until the breaker is closed (at once without one). `false` on shutdown.
+pub(crate) async fn wait_for_breaker(
+    breaker: Option<&Breaker>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let Some(breaker) = breaker else { return true };
+    let mut state = breaker.subscribe();
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        closed = state.wait_for(|s| *s == BreakerState::Closed) => closed.is_ok(),
     }
 }

@@ -9,12 +9,13 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hark_resilience::breaker::{Breaker, BreakerState};
+use hark_resilience::breaker::Breaker;
 use hark_resilience::reconnect::{Attempts, Next, ReconnectPolicy};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio_util::sync::CancellationToken;
 
+use super::deliver;
 pub use super::deliver::{Delivery, ReplaySink};
 use super::{Entry, Outbox, OutboxError};
 use crate::metrics::OUTBOX_REPLAYED;
@@ -65,7 +66,7 @@ impl Drainer {
         let mut attempts = Attempts::new(self.policy.clone());
         let pace = Duration::from_secs_f64(1.0 / f64::from(self.rate.get()));
         while !self.shutdown.is_cancelled() {
-            if !self.wait_for_breaker().await {
+            if !deliver::wait_for_breaker(self.breaker.as_ref(), &self.shutdown).await {
                 return;
             }
             let entries = match self.outbox.list().await {
@@ -84,7 +85,7 @@ impl Drainer {
                 continue;
             }
             for entry in entries {
-                if self.shutdown.is_cancelled() || !self.breaker_closed() {
+                if self.shutdown.is_cancelled() || !deliver::breaker_closed(self.breaker.as_ref()) {
                     break;
                 }
                 match self.deliver_entry(&entry).await {
@@ -135,19 +136,5 @@ impl Drainer {
             Delivery::Failed(_) => {}
         }
         Some(delivery)
-    }
-
-    fn breaker_closed(&self) -> bool {
-        self.breaker.as_ref().is_none_or(|b| b.state() == BreakerState::Closed)
-    }
-
-    /// Waits until the breaker is closed. `false` on shutdown.
-    async fn wait_for_breaker(&self) -> bool {
-        let Some(breaker) = &self.breaker else { return true };
-        let mut state = breaker.subscribe();
-        tokio::select! {
-            () = self.shutdown.cancelled() => false,
-            closed = state.wait_for(|s| *s == BreakerState::Closed) => closed.is_ok(),
-        }
     }
 }

@@ -16,14 +16,14 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hark_resilience::breaker::{Breaker, BreakerState};
+use hark_resilience::breaker::Breaker;
 use hark_resilience::reconnect::{Attempts, Next, ReconnectPolicy};
 use hark_store::SharedOutbox;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio_util::sync::CancellationToken;
 
-use super::deliver::{Delivery, ReplaySink};
+use super::deliver::{self, Delivery, ReplaySink};
 use super::Outbox;
 use crate::metrics::{
     OUTBOX_REPLAYED, SHARED_OUTBOX_CLAIMS, SHARED_OUTBOX_OLDEST, SHARED_OUTBOX_PENDING,
@@ -90,7 +90,7 @@ impl SharedDrainer {
         let pace = Duration::from_secs_f64(1.0 / f64::from(self.rate.get()));
         let batch = self.rate.get().clamp(1, 100);
         while !self.shutdown.is_cancelled() {
-            if !self.wait_for_breaker().await {
+            if !deliver::wait_for_breaker(self.breaker.as_ref(), &self.shutdown).await {
                 return;
             }
             let claimed = match self.shared.claim_due(&self.pod, self.lease, batch).await {
@@ -113,7 +113,10 @@ impl SharedDrainer {
                 let id = claim.record.conversation_id.clone();
                 // After a failure the rest of the batch goes back at once rather than
                 // sitting out its lease.
-                if failed || self.shutdown.is_cancelled() || !self.breaker_closed() {
+                if failed
+                    || self.shutdown.is_cancelled()
+                    || !deliver::breaker_closed(self.breaker.as_ref())
+                {
                     let _ = self.shared.release(&self.pod, &id, Duration::ZERO).await;
                     continue;
                 }
@@ -151,20 +154,6 @@ impl SharedDrainer {
                 }
                 tokio::time::sleep(pace).await;
             }
-        }
-    }
-
-    fn breaker_closed(&self) -> bool {
-        self.breaker.as_ref().is_none_or(|b| b.state() == BreakerState::Closed)
-    }
-
-    /// Waits until the breaker is closed. `false` on shutdown.
-    async fn wait_for_breaker(&self) -> bool {
-        let Some(breaker) = &self.breaker else { return true };
-        let mut state = breaker.subscribe();
-        tokio::select! {
-            () = self.shutdown.cancelled() => false,
-            closed = state.wait_for(|s| *s == BreakerState::Closed) => closed.is_ok(),
         }
     }
 }

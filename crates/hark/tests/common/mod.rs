@@ -40,3 +40,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
+
+/// One series of hark's `/metrics`, written as Prometheus prints it
+/// (`name{label="value",…}`); 0 when absent.
+pub async fn metric(pod: &Hark, series: &str) -> f64 {
+    let (_, body) = http_get(pod.admin, "/metrics").await;
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let labels: Vec<(&str, &str)> = labels
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
+        .collect();
+    hark_fakes::prom::Scrape::parse(&body).get(name, &labels)
+}
