@@ -255,6 +255,8 @@ pub struct FleetReport {
     pub targets: Vec<Target>,
     /// Figures.
     pub figures: FleetFigures,
+    /// Each pod's name and client URL.
+    pub pods: Vec<(String, String)>,
     /// Seconds after t = 0 that pod A was killed.
     pub killed_at_s: Option<f64>,
     /// Pod A's sessions at its last scrape before the kill.
@@ -284,7 +286,11 @@ impl FleetReport {
         let _ = writeln!(
             md,
             "{}\n",
-            if self.passed { "**PASS** — every target met" } else { "**FAIL** — see ❌ below" }
+            if self.passed {
+                "**PASS** — every target met"
+            } else {
+                "**FAIL** — see ❌ below"
+            }
         );
         let _ = writeln!(md, "- Scenario: {}", p.description);
         let _ = writeln!(
@@ -362,9 +368,10 @@ impl FleetReport {
         }
         if let Some(s) = &self.swarm {
             for (url, c) in &s.per_url {
+                let pod = self.pods.iter().find(|(_, u)| u == url).map_or("?", |(n, _)| n);
                 let _ = writeln!(
                     md,
-                    "| Swarm on {url} | {} clients started, {} sessions opened, {} connect \
+                    "| Swarm on pod {pod} ({url}) | {} clients started, {} sessions opened, {} connect \
                      failures, {} disconnects, created {:?} |",
                     c.clients, c.sessions_opened, c.connect_failures, c.disconnects, c.created
                 );
@@ -631,7 +638,11 @@ async fn run_with(
             }
             let exited = procs.get_mut(pod.proc).and_then(|p| p.child.try_wait().ok().flatten());
             if let Some(status) = exited {
-                anyhow::bail!("hark pod {} exited at start ({status}); see {}", pod.name, log.display());
+                anyhow::bail!(
+                    "hark pod {} exited at start ({status}); see {}",
+                    pod.name,
+                    log.display()
+                );
             }
             if Instant::now() > deadline || interrupt.is_cancelled() {
                 anyhow::bail!(
@@ -648,9 +659,8 @@ async fn run_with(
     let urls: Vec<String> =
         pods.iter().map(|p| format!("ws://{}", p.listen.expect("listening"))).collect();
     let names: Vec<&'static str> = pods.iter().map(|p| p.name).collect();
-    let pod_of_url = |url: &str| {
-        urls.iter().position(|u| u == url).map_or("?", |i| names[i]).to_owned()
-    };
+    let pod_of_url =
+        |url: &str| urls.iter().position(|u| u == url).map_or("?", |i| names[i]).to_owned();
 
     eprintln!(
         "drill: {} sessions over pods {}; Postgres at {}; logs and report in {}",
@@ -753,9 +763,8 @@ async fn run_with(
         progress_line(&row, plan);
         rows.push(row.clone());
 
-        let swarm_running = procs
-            .get_mut("swarm")
-            .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)));
+        let swarm_running =
+            procs.get_mut("swarm").is_some_and(|p| matches!(p.child.try_wait(), Ok(None)));
         if swarm_running {
             if t0.elapsed() > swarm_limit {
                 notes.push("the swarm overran its time limit and was stopped".into());
@@ -790,11 +799,8 @@ async fn run_with(
     let processed: Vec<String> =
         serde_json::from_str(&http.get(&format!("{pusher_control}/processed")).await?)?;
     let b = &pods[1];
-    let b_running = procs
-        .get_mut(b.proc)
-        .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)));
-    let b_healthy =
-        http.get(&format!("http://{}/healthz", b.admin.expect("admin"))).await.is_ok();
+    let b_running = procs.get_mut(b.proc).is_some_and(|p| matches!(p.child.try_wait(), Ok(None)));
+    let b_healthy = http.get(&format!("http://{}/healthz", b.admin.expect("admin"))).await.is_ok();
     let pg_pending = match pg.count(PENDING_SQL).await {
         Ok(n) => Some(n),
         Err(err) => {
@@ -832,9 +838,7 @@ async fn run_with(
         }
     }
     let replayed = |i: usize| {
-        last_scrape[i]
-            .as_ref()
-            .map(|s| s.get("hark_outbox_replayed_total", &[("result", "ok")]))
+        last_scrape[i].as_ref().map(|s| s.get("hark_outbox_replayed_total", &[("result", "ok")]))
     };
     Ok(FleetReport {
         command: config.command.clone(),
@@ -844,6 +848,7 @@ async fn run_with(
         passed: super::report::Report::all_pass(&targets),
         targets,
         figures,
+        pods: names.iter().zip(&urls).map(|(n, u)| ((*n).to_owned(), u.clone())).collect(),
         killed_at_s: killed_at_ms.map(|k| k.saturating_sub(t0_ms) as f64 / 1000.0),
         a_sessions_at_kill,
         a_outbox_ids: a_outbox.1,

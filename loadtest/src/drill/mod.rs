@@ -322,9 +322,8 @@ fn spawn_hark(
     pusher: &str,
     outbox: &Path,
 ) -> anyhow::Result<Proc> {
-    let child = hark_command(bin_dir, plan, extra, stt, pusher, outbox)
-        .spawn()
-        .context("starting hark")?;
+    let child =
+        hark_command(bin_dir, plan, extra, stt, pusher, outbox).spawn().context("starting hark")?;
     Ok(Proc { name: "hark", child })
 }
 

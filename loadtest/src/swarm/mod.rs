@@ -544,3 +544,15 @@ fn result(
         per_url,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::split_urls;
+
+    #[test]
+    fn urls_split_on_commas() {
+        assert_eq!(split_urls("ws://a:1"), vec!["ws://a:1"]);
+        assert_eq!(split_urls(" ws://a:1/ , ws://b:2,,"), vec!["ws://a:1", "ws://b:2"]);
+        assert_eq!(split_urls(""), vec![""]);
+    }
+}
