@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The drills CI gates on: `drill --quick` for the `incident` and `http-429`
-# scenarios (50 sessions, under a minute each, hark's timings scaled down), built
-# in release mode. Fails if any target is missed, or a drill errors or hangs.
+# The drills CI gates on: `drill --quick` for the `incident`, `http-429` and
+# `fleet` scenarios (50 sessions, about a minute each, hark's timings scaled
+# down; `fleet` runs two hark pods on a throwaway Postgres, so it needs the
+# postgresql package from scripts/setup.sh and fails without it), built in
+# release mode. Fails if any target is missed, or a drill errors or hangs.
 # Reports (JSON, Markdown, SVG) and every process's log land in
 # ${DRILL_OUT:-drill-out/ci}/<scenario>/.
 set -euo pipefail
@@ -13,7 +15,7 @@ cargo build --release --locked -p hark -p hark-loadtest --bins
 out=${DRILL_OUT:-drill-out/ci}
 mkdir -p "$out"
 failed=()
-for scenario in incident http-429; do
+for scenario in incident http-429 fleet; do
   echo "== drill --quick --scenario $scenario"
   start=$(date +%s)
   # The drill bounds every wait itself; the timeout is a backstop against a hang.

@@ -25,6 +25,14 @@ use tokio_util::sync::CancellationToken;
 ///   http-429   open links drop; upgrades get 429 + Retry-After 90 s (quick 12 s).
 ///   flapping   refuse/up every 10 s (quick 2.5 s) over the fault window.
 ///   stt-blip   fake-stt closes every stream with 1011 for 5 s (quick 3 s).
+///   fleet      two hark pods (HOSTNAME drill-pod-a/-b, an outbox dir each) share
+///              one Postgres the drill starts (no Postgres: exit 2); the swarm
+///              spreads over both. Pusher refuses at 30 s (quick 8 s); pod A is
+///              killed with SIGKILL at 90 s (quick 16 s) and its outbox dir deleted
+///              (its files counted first); pusher is back at 150 s (quick 28 s).
+///              Targets: no acknowledged conversation lost (one only in A's deleted
+///              outbox counts as lost), no duplicate, hark_outbox 0 pending in
+///              Postgres, pod B up, fallback used on A before the kill.
 ///
 /// Quick runs scale hark's timings (ping 2 s / timeout 4 s, connect timeout 1 s,
 /// cooldown 10 s, probe interval 10 s, recovery rate 20/s) and every target with
@@ -44,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
-    /// Scenario: incident, refuse, blackhole, http-429, flapping, stt-blip, or all
+    /// Scenario: incident, refuse, blackhole, http-429, flapping, stt-blip, fleet, or all
     /// (each in turn, into <out>/<scenario>).
     #[arg(long, short, default_value = "incident")]
     scenario: String,
@@ -144,14 +152,20 @@ async fn run() -> anyhow::Result<bool> {
             hark_args: args.hark_args.clone(),
             command: command.clone(),
         };
-        let report = drill::run(config, interrupt.clone()).await?;
-        println!("{}", report.markdown());
+        let (markdown, passed) = if scenario == Scenario::Fleet {
+            let report = drill::fleet::run(config, interrupt.clone()).await?;
+            (report.markdown(), report.passed)
+        } else {
+            let report = drill::run(config, interrupt.clone()).await?;
+            (report.markdown(), report.passed)
+        };
+        println!("{markdown}");
         eprintln!(
             "drill: {scenario}: {} — report in {}",
-            if report.passed { "PASS" } else { "FAIL" },
+            if passed { "PASS" } else { "FAIL" },
             out.join("drill-report.md").display()
         );
-        all_passed &= report.passed;
+        all_passed &= passed;
     }
     Ok(all_passed)
 }

@@ -35,7 +35,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// hark's client address, ws://HOST:PORT (the path /v4/listen is added).
+    /// hark's client address, ws://HOST:PORT (the path /v4/listen is added); or
+    /// several, comma-separated: clients are assigned round-robin, and one whose
+    /// connect fails tries the next URL (as a load balancer routes around a dead
+    /// pod). The result then counts sessions and conversations per URL.
     #[arg(long, env = "SWARM_URL", default_value = "ws://127.0.0.1:8080")]
     url: String,
     /// Number of clients.

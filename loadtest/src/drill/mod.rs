@@ -9,6 +9,7 @@
 //! ends (the [`procs::Procs`] guard).
 
 pub mod chart;
+pub mod fleet;
 pub mod hark_metrics;
 pub mod http;
 pub mod judge;
@@ -75,6 +76,10 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Live> {
 /// stops it early (children are killed, no report).
 pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::Result<Report> {
     let plan = &config.plan;
+    anyhow::ensure!(
+        plan.scenario != Scenario::Fleet,
+        "the fleet scenario runs through drill::fleet::run"
+    );
     let bin_dir = procs::locate(config.bin_dir.as_deref(), config.build).await?;
     std::fs::create_dir_all(&config.out)
         .with_context(|| format!("creating {}", config.out.display()))?;
@@ -135,7 +140,7 @@ pub async fn run(config: DrillConfig, interrupt: CancellationToken) -> anyhow::R
     );
     let t0_ms = unix_ms();
     let t0 = Instant::now();
-    let mut swarm = spawn_swarm(&bin_dir, plan, &listen.to_string(), &out)?;
+    let mut swarm = spawn_swarm(&bin_dir, plan, &format!("ws://{listen}"), &out)?;
     let swarm_out = procs::take_stdout(&mut swarm)?;
     procs.add(swarm);
     tokio::spawn(read_swarm(swarm_out, shared.clone()));
@@ -317,6 +322,21 @@ fn spawn_hark(
     pusher: &str,
     outbox: &Path,
 ) -> anyhow::Result<Proc> {
+    let child =
+        hark_command(bin_dir, plan, extra, stt, pusher, outbox).spawn().context("starting hark")?;
+    Ok(Proc { name: "hark", child })
+}
+
+/// hark's command line for a drill (flags from the plan as `HARK_*` variables,
+/// `extra` last so it wins), stderr piped.
+fn hark_command(
+    bin_dir: &Path,
+    plan: &Plan,
+    extra: &[String],
+    stt: &str,
+    pusher: &str,
+    outbox: &Path,
+) -> tokio::process::Command {
     let mut cmd = procs::command(bin_dir, "hark");
     for (flag, value) in &plan.hark_flags {
         cmd.env(hark_env_name(flag), value);
@@ -335,15 +355,15 @@ fn spawn_hark(
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().context("starting hark")?;
-    Ok(Proc { name: "hark", child })
+    cmd
 }
 
-fn spawn_swarm(bin_dir: &Path, plan: &Plan, listen: &str, out: &Path) -> anyhow::Result<Proc> {
+/// The swarm against `urls` (`ws://host:port`, several comma-separated).
+fn spawn_swarm(bin_dir: &Path, plan: &Plan, urls: &str, out: &Path) -> anyhow::Result<Proc> {
     let secs = |d: Duration| format!("{}ms", d.as_millis());
     let child = procs::command(bin_dir, "swarm")
         .arg("--url")
-        .arg(format!("ws://{listen}"))
+        .arg(urls)
         .args(["--clients", &plan.sessions.to_string()])
         .args(["--ramp-rate", &plan.ramp_rate.to_string()])
         .args(["--duration", &secs(plan.run_for)])
@@ -455,6 +475,7 @@ async fn run_schedule(
             Action::PusherMode { spec } => http.post(&format!("{pusher}/mode"), Some(spec)).await,
             Action::DropLinks => http.post(&format!("{pusher}/drop-links"), None).await,
             Action::SttFault { name } => http.post(&format!("{stt}/fault/{name}"), None).await,
+            Action::KillPod { .. } => Err(anyhow::anyhow!("only the fleet drill has pods")),
         };
         result.with_context(|| format!("t={at}s: {action}"))?;
     }

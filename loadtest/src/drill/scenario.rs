@@ -24,17 +24,21 @@ pub enum Scenario {
     Flapping,
     /// The STT provider closes every stream with 1011 for a few seconds.
     SttBlip,
+    /// Two hark pods sharing one Postgres: pusher refuses, pod A is killed
+    /// (SIGKILL, outbox directory deleted) mid-outage, pod B delivers everything.
+    Fleet,
 }
 
 impl Scenario {
     /// Every scenario, in the order `--scenario all` runs them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Incident,
         Scenario::Refuse,
         Scenario::Blackhole,
         Scenario::Http429,
         Scenario::Flapping,
         Scenario::SttBlip,
+        Scenario::Fleet,
     ];
 
     /// The CLI name.
@@ -46,6 +50,7 @@ impl Scenario {
             Scenario::Http429 => "http-429",
             Scenario::Flapping => "flapping",
             Scenario::SttBlip => "stt-blip",
+            Scenario::Fleet => "fleet",
         }
     }
 
@@ -90,6 +95,12 @@ pub enum Action {
         /// `none`, `close-1011`, `stall`, `refuse`.
         name: String,
     },
+    /// `fleet`: SIGKILL this hark pod and delete its outbox directory (disk and
+    /// all), after counting the records in it.
+    KillPod {
+        /// The pod's name (`a`).
+        pod: String,
+    },
 }
 
 impl Action {
@@ -104,6 +115,9 @@ impl fmt::Display for Action {
             Action::PusherMode { spec } => write!(f, "pusher mode {spec}"),
             Action::DropLinks => f.write_str("pusher drops every open link"),
             Action::SttFault { name } => write!(f, "stt fault {name}"),
+            Action::KillPod { pod } => {
+                write!(f, "pod {pod} killed (SIGKILL) and its outbox directory deleted")
+            }
         }
     }
 }
@@ -287,8 +301,29 @@ impl Plan {
                 actions.push((fault_at + blip, Action::SttFault { name: "none".into() }));
                 heal_at = fault_at + blip;
             }
+            Scenario::Fleet => {
+                // Quick: 8 s of outage on both pods before the kill, so conversations
+                // end on pod A and are acknowledged via fallback; 12 s more after it.
+                let kill = if quick { 16.0 } else { 90.0 };
+                description = "two hark pods share one Postgres; pusher's port closes, \
+                               conversations end via fallback, pod A is killed with SIGKILL \
+                               and its outbox directory deleted mid-outage, pusher reopens and \
+                               pod B delivers everything"
+                    .to_owned();
+                actions.push((fault_at, Action::mode("refuse")));
+                actions.push((kill, Action::KillPod { pod: "a".into() }));
+                actions.push((heal, Action::mode("up")));
+            }
         }
         let hark = if quick { QUICK_HARK } else { FULL_HARK };
+        let mut hark_flags: Vec<(String, String)> =
+            hark.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        if scenario == Scenario::Fleet {
+            // A claim pod A held when it died comes back after the lease: keep it
+            // inside the quick drain wait, yet above one delivery (10 s).
+            let lease = if quick { "15s" } else { "60s" };
+            hark_flags.push(("outbox-claim-lease".into(), lease.into()));
+        }
         Plan {
             scenario,
             quick,
@@ -306,9 +341,13 @@ impl Plan {
             fault_at: s(fault_at),
             heal_at: s(heal_at),
             run_for: s(run_for),
-            drain_wait: s(if quick { 15.0 } else { 180.0 }),
+            drain_wait: s(match (scenario, quick) {
+                (Scenario::Fleet, true) => 30.0,
+                (_, true) => 15.0,
+                (_, false) => 180.0,
+            }),
             actions,
-            hark_flags: hark.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            hark_flags,
         }
     }
 
@@ -365,6 +404,21 @@ mod tests {
         let flap = Plan::new(Scenario::Flapping, false);
         assert_eq!(flap.actions.len(), 12);
         assert_eq!(flap.heal_at, Duration::from_secs(140));
+    }
+
+    #[test]
+    fn fleet_kills_pod_a_inside_the_outage() {
+        for quick in [true, false] {
+            let p = Plan::new(Scenario::Fleet, quick);
+            let kill = p
+                .actions
+                .iter()
+                .find(|(_, a)| matches!(a, Action::KillPod { pod } if pod == "a"))
+                .map(|(t, _)| *t)
+                .unwrap();
+            assert!(kill > p.fault_at.as_secs_f64() && kill < p.heal_at.as_secs_f64());
+            assert!(p.hark_flag("outbox-claim-lease", &[]).is_some());
+        }
     }
 
     #[test]

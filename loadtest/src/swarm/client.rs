@@ -48,7 +48,10 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize, start_at: Instant) {
         () = shared.wind_down.cancelled() => return,
     }
     let codec = config.codecs.for_client(index, config.clients);
-    let url = listen_url(config, index, codec);
+    let bases = config.urls();
+    // Round-robin over the URLs; a failed connect moves on to the next one.
+    let mut at_url = index % bases.len();
+    shared.agg().per_url.entry(at_url).or_default().clients += 1;
     let seed = config.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut audio = AudioStream::new(config.source.clone(), config.sample_rate, config.frame, seed);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
@@ -57,11 +60,13 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize, start_at: Instant) {
         if shared.wind_down.is_cancelled() {
             return;
         }
+        let url = listen_url(config, &bases[at_url], index, codec);
         let retry = match connect(&url).await {
             Ok(ws) => {
                 {
                     let mut agg = shared.agg();
                     agg.sessions_opened += 1;
+                    agg.per_url.entry(at_url).or_default().sessions_opened += 1;
                     if connected_before {
                         agg.reconnects += 1;
                     }
@@ -76,14 +81,17 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize, start_at: Instant) {
                         return;
                     }
                 };
-                match Connection::new(&shared, link).run(ws, &mut audio).await {
+                match Connection::new(&shared, link, at_url).run(ws, &mut audio).await {
                     End::Finished => return,
                     End::Disconnected if !config.reconnect => return,
                     End::Disconnected => true,
                 }
             }
             Err(kind) => {
-                *shared.agg().connect_failures.entry(kind).or_default() += 1;
+                let mut agg = shared.agg();
+                *agg.connect_failures.entry(kind).or_default() += 1;
+                agg.per_url.entry(at_url).or_default().connect_failures += 1;
+                at_url = (at_url + 1) % bases.len();
                 true
             }
         };
@@ -98,8 +106,13 @@ pub(super) async fn run(shared: Arc<Shared>, index: usize, start_at: Instant) {
     }
 }
 
-fn listen_url(config: &super::SwarmConfig, index: usize, codec: hark_proto::Codec) -> String {
-    let base = config.url.trim_end_matches('/');
+fn listen_url(
+    config: &super::SwarmConfig,
+    base: &str,
+    index: usize,
+    codec: hark_proto::Codec,
+) -> String {
+    let base = base.trim_end_matches('/');
     let mut url = format!(
         "{base}/v4/listen?uid={}-{index}&sample_rate={}&codec={}&language=en",
         config.uid_prefix,
@@ -145,10 +158,12 @@ struct Connection<'a> {
     /// The latest `service_status` (the omi app shows "listening" only while it
     /// is `ready`).
     service: Option<ServiceStatus>,
+    /// Index of the URL this socket is on.
+    url: usize,
 }
 
 impl<'a> Connection<'a> {
-    fn new(shared: &'a Shared, link: Link) -> Self {
+    fn new(shared: &'a Shared, link: Link, url: usize) -> Self {
         Self {
             shared,
             link,
@@ -157,6 +172,7 @@ impl<'a> Connection<'a> {
             created: 0,
             degraded: false,
             service: None,
+            url,
         }
     }
 
@@ -339,7 +355,18 @@ impl<'a> Connection<'a> {
             }
             Ok(ServerMessage::Event(ServerEvent::ConversationCreated { conversation_id, via })) => {
                 *agg.created.entry(via.as_str().to_owned()).or_default() += 1;
-                agg.created_ids.push((conversation_id, via.as_str().to_owned(), unix_ms()));
+                *agg.per_url
+                    .entry(self.url)
+                    .or_default()
+                    .created
+                    .entry(via.as_str().to_owned())
+                    .or_default() += 1;
+                agg.created_ids.push((
+                    conversation_id,
+                    via.as_str().to_owned(),
+                    unix_ms(),
+                    self.url,
+                ));
                 self.created += 1;
             }
             // Only /v4/web/listen sends it; the swarm uses /v4/listen.
@@ -355,6 +382,7 @@ impl<'a> Connection<'a> {
     fn disconnected(&mut self, code: String) {
         let mut agg = self.shared.agg();
         agg.disconnect_times.push((unix_ms(), code.clone()));
+        agg.per_url.entry(self.url).or_default().disconnects += 1;
         *agg.disconnects.entry(code).or_default() += 1;
         let missing = (self.blocks.len() as u64).saturating_sub(self.created);
         agg.blocks_cut_by_disconnect += missing;

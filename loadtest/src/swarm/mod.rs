@@ -35,7 +35,10 @@ pub use codec::CodecMix;
 /// How a swarm runs.
 #[derive(Clone, Debug)]
 pub struct SwarmConfig {
-    /// `ws://host:port` of hark (the client path `/v4/listen` is added).
+    /// `ws://host:port` of hark (the client path `/v4/listen` is added), or several
+    /// separated by commas: client `n` starts on the `n % count`-th (round-robin)
+    /// and, when a connect to its URL fails, tries the next one, as a load balancer
+    /// would route around a dead pod.
     pub url: String,
     /// Clients.
     pub clients: usize,
@@ -64,6 +67,42 @@ pub struct SwarmConfig {
     pub settle: Duration,
     /// Seed for the per-client scripts.
     pub seed: u64,
+}
+
+impl SwarmConfig {
+    /// The URLs in `url` (comma-separated, blanks ignored); at least one.
+    pub fn urls(&self) -> Vec<String> {
+        split_urls(&self.url)
+    }
+}
+
+/// Splits a comma-separated URL list, trimming each and its trailing `/`.
+pub fn split_urls(list: &str) -> Vec<String> {
+    let urls: Vec<String> = list
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        vec![list.trim().to_owned()]
+    } else {
+        urls
+    }
+}
+
+/// What happened on one of several URLs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UrlCounts {
+    /// Clients that started on this URL (round-robin).
+    pub clients: u64,
+    /// Successful upgrades.
+    pub sessions_opened: u64,
+    /// Failed connects.
+    pub connect_failures: u64,
+    /// Disconnects of sessions on this URL.
+    pub disconnects: u64,
+    /// Conversations announced to sessions on this URL, by via.
+    pub created: BTreeMap<String, u64>,
 }
 
 /// Live counters shared by every client.
@@ -118,8 +157,10 @@ pub struct Aggregate {
     pub degraded_now: u64,
     /// Conversations created, by `via`.
     pub created: BTreeMap<String, u64>,
-    /// Every created conversation: `(id, via, unix ms)`.
-    pub created_ids: Vec<(String, String, u64)>,
+    /// Every created conversation: `(id, via, unix ms, index of the URL)`.
+    pub created_ids: Vec<(String, String, u64, usize)>,
+    /// Per URL (index into [`SwarmConfig::urls`]).
+    pub per_url: BTreeMap<usize, UrlCounts>,
     /// Talk stretches for which the client received transcript.
     pub blocks_with_transcript: u64,
     /// Of those, stretches whose conversation was never announced although the
@@ -252,6 +293,9 @@ pub struct SwarmResult {
     pub conversations: ConversationCounts,
     /// First errors seen.
     pub errors: Vec<String>,
+    /// Per URL, when `--url` named several (keyed by URL).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_url: BTreeMap<String, UrlCounts>,
 }
 
 /// How the words fared.
@@ -297,7 +341,7 @@ pub struct Outputs {
     pub progress_json: bool,
     /// Append `sent_unix_ms,latency_us` per matched word.
     pub latency_log: Option<PathBuf>,
-    /// Write `id,via,unix_ms` per created conversation at the end.
+    /// Write `id,via,unix_ms,url` per created conversation at the end.
     pub conversation_ids: Option<PathBuf>,
 }
 
@@ -371,8 +415,10 @@ pub async fn run(
     let agg = std::mem::take(&mut *shared.agg());
     if let Some(path) = &outputs.conversation_ids {
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        for (id, via, at) in &agg.created_ids {
-            writeln!(out, "{id},{via},{at}")?;
+        let urls = config.urls();
+        for (id, via, at, url) in &agg.created_ids {
+            let url = urls.get(*url).map_or("", String::as_str);
+            writeln!(out, "{id},{via},{at},{url}")?;
         }
         out.flush()?;
     }
@@ -439,6 +485,15 @@ fn result(
     elapsed: Duration,
 ) -> SwarmResult {
     let total = agg.created.values().sum();
+    let urls = config.urls();
+    let per_url = if urls.len() > 1 {
+        agg.per_url
+            .iter()
+            .map(|(i, c)| (urls.get(*i).cloned().unwrap_or_else(|| i.to_string()), c.clone()))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     SwarmResult {
         kind: "result".into(),
         clients: config.clients,
@@ -486,5 +541,18 @@ fn result(
             cut_by_disconnect: agg.blocks_cut_by_disconnect,
         },
         errors: agg.errors,
+        per_url,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_urls;
+
+    #[test]
+    fn urls_split_on_commas() {
+        assert_eq!(split_urls("ws://a:1"), vec!["ws://a:1"]);
+        assert_eq!(split_urls(" ws://a:1/ , ws://b:2,,"), vec!["ws://a:1", "ws://b:2"]);
+        assert_eq!(split_urls(""), vec![""]);
     }
 }
