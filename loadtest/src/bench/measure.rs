@@ -164,19 +164,19 @@ pub struct DecodeCost {
 }
 
 /// Encodes `window` of each of `decode` sessions' audio exactly as the swarm's
-/// clients do (same script, seeds, frame and codec), then decodes every session's
+/// clients do (same script, seeds, and the workload's frame and codec), then decodes every session's
 /// packets in a tight loop with a fresh `hark-codec` decoder, and scales the time
 /// to `sessions` sessions.
 pub fn decode_cost(
-    codec: hark_proto::Codec,
+    workload: super::Workload,
     sample_rate: u32,
-    frame: Duration,
     script: &Script,
     seed: u64,
     window: Duration,
     decode: usize,
     sessions: usize,
 ) -> anyhow::Result<DecodeCost> {
+    let (codec, frame) = (workload.codec(), workload.frame());
     let ticks = (window.as_secs_f64() / frame.as_secs_f64()).round() as usize;
     let mut packets: Vec<Vec<bytes::Bytes>> = Vec::new();
     for index in 0..decode {
@@ -262,9 +262,8 @@ mod tests {
             pause: Duration::from_secs(1),
         };
         let cost = decode_cost(
-            hark_proto::Codec::OpusFs320,
+            super::super::Workload::Opus20ms,
             16000,
-            Duration::from_millis(20),
             &script,
             1,
             Duration::from_secs(2),

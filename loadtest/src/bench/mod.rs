@@ -224,16 +224,7 @@ pub async fn run(config: BenchConfig, command: String) -> anyhow::Result<BenchRe
         let window = config.window;
         let sessions = config.sessions;
         let cost = tokio::task::spawn_blocking(move || {
-            measure::decode_cost(
-                workload.codec(),
-                SAMPLE_RATE,
-                workload.frame(),
-                &script(),
-                SEED,
-                window,
-                decode,
-                sessions,
-            )
+            measure::decode_cost(workload, SAMPLE_RATE, &script(), SEED, window, decode, sessions)
         })
         .await??;
         opus.push(OpusLine::new(cost, &measurements));

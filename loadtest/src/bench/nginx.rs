@@ -23,9 +23,9 @@ pub fn find(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(path.is_file(), "nginx not found at {}", path.display());
         return Ok(path.to_path_buf());
     }
-    let on_path = std::env::var_os("PATH")
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("nginx")).collect())
-        .unwrap_or_else(Vec::new);
+        .unwrap_or_default();
     on_path
         .into_iter()
         .chain([PathBuf::from("/usr/sbin/nginx")])
