@@ -34,6 +34,9 @@ PACKAGES=(
     liblc3-dev
     # and the ffmpeg CLI, whose AAC encoder makes the AAC test audio.
     ffmpeg
+    # loadtest's `bench` runs the same swarm through nginx (a plain WebSocket
+    # tunnel) as the baseline for hark's relay cost (scripts/bench.sh, its test).
+    nginx
 )
 
 # Package lists younger than this are used as they are.

@@ -58,6 +58,7 @@ async fn swarm_measures_words_and_conversations_through_hark() {
         reconnect: true,
         settle: Duration::from_secs(3),
         seed: 3,
+        plain: false,
     };
     let outputs = Outputs {
         progress_json: false,

@@ -97,6 +97,12 @@ struct Args {
     /// Seed for the per-client scripts.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The server is a plain WebSocket tunnel to fake-stt (e.g. nginx as a
+    /// baseline for `bench`), not hark: its text messages (Deepgram results) are
+    /// counted as words.plain_messages and not parsed, so no latency is measured
+    /// and no status events are expected.
+    #[arg(long)]
+    plain: bool,
     /// Also print each progress sample as a JSON line on stdout.
     #[arg(long)]
     progress_json: bool,
@@ -145,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
         reconnect: !args.no_reconnect,
         settle: args.settle,
         seed: args.seed,
+        plain: args.plain,
     };
     let outputs = Outputs {
         progress_json: args.progress_json,

@@ -316,6 +316,10 @@ impl<'a> Connection<'a> {
         }
         let now = Instant::now();
         let mut agg = self.shared.agg();
+        if self.shared.config.plain {
+            agg.plain_messages += 1;
+            return None;
+        }
         match ServerMessage::parse(&text) {
             Ok(ServerMessage::Segments(segments)) => {
                 agg.segment_messages += 1;

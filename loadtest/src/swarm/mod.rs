@@ -67,6 +67,10 @@ pub struct SwarmConfig {
     pub settle: Duration,
     /// Seed for the per-client scripts.
     pub seed: u64,
+    /// The server is a plain WebSocket tunnel to fake-stt (a reverse proxy used as
+    /// a baseline), not hark: its text messages are Deepgram results, counted in
+    /// `plain_messages` and otherwise ignored (no latency, no status events).
+    pub plain: bool,
 }
 
 impl SwarmConfig {
@@ -136,6 +140,8 @@ pub struct Aggregate {
     pub words_unmatched: u64,
     /// Segment messages received.
     pub segment_messages: u64,
+    /// Text messages received from a plain tunnel (`SwarmConfig::plain`).
+    pub plain_messages: u64,
     /// Latency of every matched word.
     pub latency: Latencies,
     /// Latency of words matched since the last progress tick.
@@ -311,6 +317,9 @@ pub struct WordCounts {
     pub unmatched: u64,
     /// Segment messages received.
     pub segment_messages: u64,
+    /// Text messages received from a plain tunnel (`--plain`), not parsed.
+    #[serde(default)]
+    pub plain_messages: u64,
 }
 
 /// How the conversations fared, from the clients' side.
@@ -525,6 +534,7 @@ fn result(
             lost: agg.words_lost,
             unmatched: agg.words_unmatched,
             segment_messages: agg.segment_messages,
+            plain_messages: agg.plain_messages,
         },
         latency: agg.latency.summary(),
         disconnects: agg.disconnects,
