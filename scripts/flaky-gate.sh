@@ -18,8 +18,9 @@ if ! [[ $runs =~ ^[0-9]+$ ]] || (( runs < 1 )); then
   echo "flaky-gate: FLAKY_RUNS must be a positive whole number, not '$runs'" >&2
   exit 64
 fi
-# Test names (substrings) left out: minutes of socket stress, run once by test.sh.
-skip=(hostile_clients_get_named_outcomes idle_connections_are_dropped)
+# Test names (substrings) left out: minutes of socket stress, and the bench's end-to-end
+# run (two relays and a build), each run once by test.sh.
+skip=(hostile_clients_get_named_outcomes idle_connections_are_dropped bench_measures_both_relays_end_to_end)
 skip_args=()
 for name in "${skip[@]}"; do skip_args+=(--skip "$name"); done
 
