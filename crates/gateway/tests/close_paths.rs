@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::independent::{observe, Observed, Ws};
 use common::{query, Harness, FRAME_16K};
-use hark_fakes::fake_stt::{silence, synth, FakeSttConfig, SttFault, VOCAB};
+use hark_fakes::fake_stt::{silence, synth, FakeSttConfig, VOCAB};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
