@@ -142,13 +142,24 @@ async fn a_drained_session_continues_on_the_next_pod_as_one_conversation() {
 
     let mut on_a = ready(a.client, &query("bob", 8)).await;
     speak(&mut on_a, &[1, 2]).await;
-    let announced = fleet
-        .pusher
-        .frames()
-        .into_iter()
-        .find(|f| f.code == codes::CONVERSATION && f.uid == "bob")
-        .and_then(|f| f.conversation)
-        .expect("A announced the conversation");
+    // The 103 travels on A's pusher link, after the transcript the client saw:
+    // wait for it to reach pusher rather than read pusher's frames at once.
+    let announced = async {
+        loop {
+            let found = fleet
+                .pusher
+                .frames()
+                .into_iter()
+                .find(|f| f.code == codes::CONVERSATION && f.uid == "bob")
+                .and_then(|f| f.conversation);
+            if let Some(id) = found {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let announced =
+        tokio::time::timeout(WAIT, announced).await.expect("A announced the conversation");
 
     // A rolling deploy: A drains, the client sees 1012 and reconnects to B.
     a.signal("TERM");
