@@ -124,6 +124,19 @@ async fn the_quota_is_shared_by_the_fleet_and_a_paid_plan_streams_past_it() {
     let (sent, closed) = stream(&mut on_a, 12.0, 4.0).await;
     assert_eq!((sent.round(), closed), (12.0, None));
     on_a.close().await.expect("the closing handshake completes");
+    // The client has its Close reply at once; pod A commits the usage and releases
+    // the rest of its lease a Redis round trip later. Until then the fleet counts
+    // A's whole lease (up to 20 s here) and B would refuse: wait for the commit.
+    let commit = r#"hark_store_calls_total{store="redis",op="quota_commit",result="ok"}"#;
+    let mut committed = 0.0;
+    for _ in 0..100 {
+        committed = metric(&a, commit).await;
+        if committed >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(committed >= 1.0, "pod A committed the session's usage within 10 s");
 
     // On pod B the same user has about 8 s left: cut off at the shared limit,
     // within the lease bound, with the reason and a quota_exceeded event first.

@@ -326,6 +326,12 @@ impl Session {
                 break Outcome::SlowConsumer;
             }
         };
+        // No more audio will come: commit the quota now rather than after the
+        // hand-off (seconds later), so the user's next upgrade, on any pod, is not
+        // refused for a lease this session no longer needs.
+        if let Some(meter) = self.fair_use.as_mut() {
+            meter.finish();
+        }
         self.finish(Some(stt), outcome).await
     }
 
