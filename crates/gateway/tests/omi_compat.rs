@@ -56,20 +56,26 @@ async fn never_split_keeps_one_conversation_across_ten_seconds_of_silence() {
 
     // One conversation holding all three words: every 102 of the session names
     // the same id. It is not processed yet: its user may come back within its
-    // (4 h) timeout, so it is parked, not finished.
+    // (4 h) timeout, so it is parked, not finished. The client has its segment
+    // before pusher has the 102 carrying it (102s are batched): wait for it.
+    let expected = format!("{} {} {}", VOCAB[1], VOCAB[2], VOCAB[4]);
+    let words = |frames: &[hark_fakes::fake_pusher::RecordedFrame]| -> String {
+        let words: Vec<String> = frames
+            .iter()
+            .filter(|f| f.code == codes::SEGMENTS && f.uid == "never")
+            .flat_map(|f| f.segments.iter().map(|s| s.text.to_lowercase()))
+            .collect();
+        words.join(" ")
+    };
+    h.pusher().wait_frames(WAIT, |frames| words(frames) == expected).await;
     let frames = h.pusher().frames();
+    assert_eq!(words(&frames), expected);
     let ids: std::collections::BTreeSet<String> = frames
         .iter()
         .filter(|f| f.code == codes::SEGMENTS && f.uid == "never")
         .filter_map(|f| f.memory_id.clone())
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    let words: Vec<String> = frames
-        .iter()
-        .filter(|f| f.code == codes::SEGMENTS && f.uid == "never")
-        .flat_map(|f| f.segments.iter().map(|s| s.text.to_lowercase()))
-        .collect();
-    assert_eq!(words.join(" "), format!("{} {} {}", VOCAB[1], VOCAB[2], VOCAB[4]));
     assert!(!frames.iter().any(|f| f.code == codes::PROCESS && f.uid == "never"));
     control.close().await.expect("the closing handshake completes");
 }
