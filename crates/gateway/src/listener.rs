@@ -108,11 +108,35 @@ struct Granted {
     rest: Vec<u8>,
 }
 
-async fn upgrade(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn upgrade(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    // The handshake's state (head parsing, auth, admission, fleet calls) is boxed:
+    // a task's future is as big as its largest state for the task's whole life,
+    // and the session after it runs for hours. Boxed, those kilobytes are freed
+    // once the upgrade is done (docs/benchmarks.md, memory).
+    let Some((ws, decision)) = Box::pin(handshake(stream, peer, &shared)).await else { return };
+    match decision {
+        Decision::Session { params, who, guard, pass, decoder } => {
+            session::run(ws, shared, params, who, guard, *pass, decoder).await;
+        }
+        // Rare, and bigger than a session (it waits for the first message): boxed
+        // so it does not size every session's task.
+        Decision::Web { params, uid, decoder } => {
+            Box::pin(web::run(ws, shared, params, uid, decoder)).await;
+        }
+    }
+}
+
+/// Reads and decides the upgrade request and answers it (within
+/// `--handshake-timeout`); on success, the client's WebSocket and the decision.
+async fn handshake(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Option<(WebSocketStream<ClientIo>, Decision)> {
     crate::ws::tune(&stream);
     let limit = shared.config.limits.handshake_timeout;
     let handshake = async {
-        let granted = match decide(&mut stream, peer, &shared).await {
+        let granted = match decide(&mut stream, peer, shared).await {
             Ok(granted) => granted,
             Err(Some(response)) => {
                 refuse(&mut stream, &response).await;
@@ -135,21 +159,16 @@ async fn upgrade(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let Granted { decision, rest, .. } = match tokio::time::timeout(limit, handshake).await {
         Ok(Some(granted)) => granted,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(_) => {
             tracing::debug!(%peer, "upgrade timed out");
-            return;
+            return None;
         }
     };
     let config = crate::ws::client_config(shared.config.limits.max_frame_bytes.get());
     let io: ClientIo = Prefixed::new(rest, stream);
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    match decision {
-        Decision::Session { params, who, guard, pass, decoder } => {
-            session::run(ws, shared, params, who, guard, *pass, decoder).await;
-        }
-        Decision::Web { params, uid, decoder } => web::run(ws, shared, params, uid, decoder).await,
-    }
+    Some((ws, decision))
 }
 
 /// A new session's identity.

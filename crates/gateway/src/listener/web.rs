@@ -110,7 +110,7 @@ pub(super) async fn run(
 /// Closes a refused client (counted in `hark_client_closes_total{code}`).
 async fn close(ws: WebSocketStream<ClientIo>, code: u16, reason: &str) {
     metrics::counter!(CLIENT_CLOSES, "code" => code.to_string()).increment(1);
-    let outcome = close_handshake(ws, code, reason, CLOSE_BOUND).await;
+    let outcome = Box::pin(close_handshake(ws, code, reason, CLOSE_BOUND)).await;
     tracing::debug!(code, reason, ?outcome, "web listen client refused");
 }
 

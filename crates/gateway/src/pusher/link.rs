@@ -215,13 +215,16 @@ impl PusherLink {
     pub async fn run(mut self) {
         let mut state = State::FirstDial;
         loop {
+            // Only the connected state is kept inline: the link's task is as big
+            // as its largest state for the session's life, and dialling, backoff,
+            // degraded waiting and probing are rare; each is boxed while it runs.
             state = match state {
-                State::FirstDial => self.first_dial().await,
-                State::Dial(outage) => self.dial(outage).await,
+                State::FirstDial => Box::pin(self.first_dial()).await,
+                State::Dial(outage) => Box::pin(self.dial(outage)).await,
                 State::Connected(conn) => self.connected(*conn).await,
-                State::Backoff { delay, outage } => self.backoff(delay, outage).await,
-                State::Degraded(outage) => self.degraded(outage).await,
-                State::Probe(outage) => self.probe(outage).await,
+                State::Backoff { delay, outage } => Box::pin(self.backoff(delay, outage)).await,
+                State::Degraded(outage) => Box::pin(self.degraded(outage)).await,
+                State::Probe(outage) => Box::pin(self.probe(outage)).await,
                 State::Done => break,
             };
         }
@@ -609,7 +612,8 @@ impl PusherLink {
         let conversation_id = record.conversation_id.clone();
         // The outbox logs the full record and counts a refusal (full, I/O error);
         // the client is not told it was created, because it was not.
-        if self.shared.fallback.write(&record).await.is_ok() {
+        // Boxed: the outbox write (file, then Postgres) is rare and large.
+        if Box::pin(self.shared.fallback.write(&record)).await.is_ok() {
             metrics::counter!(CONVERSATIONS, "via" => "fallback").increment(1);
             self.emit(LinkEvent::HandedOff { conversation_id, via: Via::Fallback }).await;
         }

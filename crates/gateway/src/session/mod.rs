@@ -100,7 +100,9 @@ pub async fn run(
             let linger = crate::ws::CLOSE_LINGER.min(
                 shared.end_by(crate::ws::CLOSE_LINGER).saturating_duration_since(Instant::now()),
             );
-            Some(crate::ws::finish_close(ws, linger).await)
+            // Boxed, like every end-of-session step: its socket and 4 KiB drain
+            // buffer would otherwise be part of the task for the session's life.
+            Some(Box::pin(crate::ws::finish_close(ws, linger)).await)
         }
         _ => None,
     };
@@ -196,7 +198,7 @@ impl Session {
                 };
                 self.status(ServiceStatus::SttInitiating, text);
                 tracing::warn!(session = %self.who.session_id, %error, "no STT for session");
-                return self.finish(None, Outcome::SttUnavailable).await;
+                return Box::pin(self.finish(None, Outcome::SttUnavailable)).await;
             }
         };
         self.handoff.offer(LinkCommand::ConversationStarted(self.conversation.id.clone()));
@@ -332,7 +334,7 @@ impl Session {
         if let Some(meter) = self.fair_use.as_mut() {
             meter.finish();
         }
-        self.finish(Some(stt), outcome).await
+        Box::pin(self.finish(Some(stt), outcome)).await
     }
 
     /// Hands everything off and closes the client, within the process's shutdown

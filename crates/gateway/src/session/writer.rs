@@ -139,7 +139,7 @@ where
     loop {
         let message = tokio::select! {
             biased;
-            close = &mut close_rx => return close_socket(sink, rx, close.ok()).await,
+            close = &mut close_rx => return Box::pin(close_socket(sink, rx, close.ok())).await,
             message = rx.recv() => message,
         };
         let Some(message) = message else { return Some(sink) };
@@ -161,13 +161,13 @@ where
             }
         };
         match written {
-            Err(close) => return close_socket(sink, rx, close).await,
+            Err(close) => return Box::pin(close_socket(sink, rx, close)).await,
             Ok(Ok(Ok(()))) => {}
             // The client's Close came in while this batch was being written (the
             // reader saw it first): the connection is closing, not broken. Answer it
             // as the session would have asked: the echo tungstenite queued goes out.
             Ok(Ok(Err(WsError::Protocol(ProtocolError::SendAfterClosing)))) => {
-                return close_socket(sink, rx, Some((1000, String::new()))).await;
+                return Box::pin(close_socket(sink, rx, Some((1000, String::new())))).await;
             }
             Ok(Ok(Err(error))) => {
                 tracing::debug!(%error, "client write failed");

@@ -111,7 +111,7 @@ impl DeepgramLink {
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         let mut connected_once = false;
         loop {
-            let next = match self.connect().await {
+            let next = match Box::pin(self.connect()).await {
                 Ok(conn) => {
                     if connected_once {
                         metrics::counter!(STT_RECONNECTS).increment(1);
@@ -189,7 +189,7 @@ impl DeepgramLink {
             tokio::select! {
                 pcm = self.audio.recv() => {
                     let Some(pcm) = pcm else {
-                        return self.close_stream(conn, offset).await;
+                        return Box::pin(self.close_stream(conn, offset)).await;
                     };
                     self.position += pcm.len() as f64 / self.bytes_per_second;
                     batch.push(Message::Binary(pcm));
