@@ -163,6 +163,25 @@ async fn close_1011_fault_closes_open_and_new_streams() {
     stt.shutdown().await;
 }
 
+/// A fault set the moment the client has its 101 reaches that stream, however late
+/// the fake's task for it runs (hark's STT-blip test, on a loaded machine, caught a
+/// stream that looked at the fault only after it was set, and never closed).
+#[tokio::test]
+async fn a_close_1011_set_right_after_the_handshake_closes_that_stream() {
+    let slow = FakeSttConfig {
+        stream_start_delay: Duration::from_millis(300),
+        ..FakeSttConfig::default()
+    };
+    let stt = FakeStt::start(slow).await.unwrap();
+    let mut ws = connect(&stt, None).await.unwrap();
+    stt.set_fault(SttFault::Close1011);
+    // No audio is sent: the fault itself must close the stream.
+    let expected = Some((CloseCode::Error, "NET-0001".to_owned()));
+    assert_eq!(read_to_close(&mut ws).await.1, expected);
+    assert_eq!(stt.stats().closed_1011, 1);
+    stt.shutdown().await;
+}
+
 #[tokio::test]
 async fn refuse_fault_answers_503() {
     let stt = FakeStt::start(FakeSttConfig::default()).await.unwrap();

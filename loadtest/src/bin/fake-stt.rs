@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
         latency: args.latency,
         words_per_result: usize::from(args.words_per_result),
         api_key: args.api_key,
+        ..FakeSttConfig::default()
     };
     let stt = FakeStt::start(cfg).await.context("binding --listen")?;
     stt.set_fault(args.fault);

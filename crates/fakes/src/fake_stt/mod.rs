@@ -48,6 +48,10 @@ pub struct FakeSttConfig {
     pub words_per_result: usize,
     /// When set, upgrades must carry `Authorization: Token <key>` (else 401).
     pub api_key: Option<String>,
+    /// Pause between answering the upgrade and serving the stream: a fake whose
+    /// task is slow to run (a loaded machine), for tests that faults set meanwhile
+    /// still reach the stream.
+    pub stream_start_delay: Duration,
 }
 
 impl Default for FakeSttConfig {
@@ -57,6 +61,7 @@ impl Default for FakeSttConfig {
             latency: Duration::ZERO,
             words_per_result: 4,
             api_key: None,
+            stream_start_delay: Duration::ZERO,
         }
     }
 }
@@ -244,12 +249,18 @@ impl FakeStt {
 }
 
 async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, _permit: OwnedSemaphorePermit) {
+    // Subscribed before the handshake: a fault set once the client has seen the
+    // 101 is a change this stream sees, however late its task is first polled.
+    let fault = shared.fault.subscribe();
     let check = |req: &Request| check_upgrade(&shared, req);
     let accepted = ws::accept(stream, check, MAX_MESSAGE, &shared.life.cancel, NAME).await;
     let Some((ws, sample_rate)) = accepted else { return };
+    if !shared.cfg.stream_start_delay.is_zero() {
+        tokio::time::sleep(shared.cfg.stream_start_delay).await;
+    }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     shared.count(|s| s.connections += 1);
-    stream::run(ws, shared, id, sample_rate).await;
+    stream::run(ws, shared, fault, id, sample_rate).await;
 }
 
 /// Records the request, then checks auth, the fault and the query. `Ok` is the

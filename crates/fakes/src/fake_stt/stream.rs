@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use hark_proto::deepgram::{Control, Metadata, SttMessage};
 use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -45,13 +46,21 @@ enum Next {
 }
 
 /// Serves one accepted stream until it ends.
-pub(crate) async fn run(mut ws: Ws, shared: Arc<Shared>, id: u64, sample_rate: u32) {
+/// `fault` was subscribed before the handshake; a change since then is not marked
+/// seen here, so the loop below acts on it at once.
+pub(crate) async fn run(
+    mut ws: Ws,
+    shared: Arc<Shared>,
+    mut fault: watch::Receiver<SttFault>,
+    id: u64,
+    sample_rate: u32,
+) {
     let _active = Active::enter(&shared);
     let cfg = &shared.cfg;
     let mut transcript = Transcript::new(sample_rate, cfg.words_per_result, cfg.latency);
-    let mut fault = shared.fault.subscribe();
     let mut closing = false;
-    let mut next = match *fault.borrow_and_update() {
+    let current = *fault.borrow();
+    let mut next = match current {
         SttFault::Stall => Next::Stall,
         _ => Next::Continue,
     };
