@@ -1,8 +1,8 @@
 //! The gateway's two hot functions, as the session runs them:
 //!
 //! - `frame_in_to_two_sends`: one client audio frame through the session's edge —
-//!   decode (PCM16 passes through), the STT queue, the pusher link's queue — and the
-//!   link turning what it received into pusher frames (101). Per frame, in 20 ms
+//!   decode (PCM16 passes through), the STT queue, the session's 101 encoder and the
+//!   pusher link's queue (finished 101s only) — and the two links taking them. Per frame, in 20 ms
 //!   (640 B) and 100 ms (3,200 B) frames of 16 kHz PCM16.
 //! - `stt_result_to_segments_json`: one Deepgram `Results` message (a recorded
 //!   multi-speaker fixture) parsed, grouped into speaker runs, made into segments of
@@ -32,22 +32,25 @@ fn frame_in_to_two_sends(c: &mut Criterion) {
             let (stt, mut stt_rx) = queue::channel(16_000);
             let (link, mut link_rx) = tokio::sync::mpsc::channel::<LinkCommand>(128);
             let frame = Bytes::from(vec![7u8; bytes]);
-            let mut encoder = hark_gateway::pusher::link::AudioEncoder::new(16_000);
-            let mut out = Vec::new();
+            let mut encoder = hark_gateway::pusher::audio::AudioEncoder::new(16_000);
+            let mut ready = Vec::with_capacity(2);
             let mut start = 1.0e9;
             b.iter_batched(
                 || frame.clone(),
                 |frame| {
                     let pcm = decoder.decode(frame).unwrap();
-                    assert!(stt.try_send(pcm.clone()));
-                    let _ = link.try_send(LinkCommand::Audio { start, pcm });
+                    // The session builds the 101 and hands only finished ones over.
+                    encoder.push(start, &pcm, &mut ready);
+                    assert!(stt.try_send(pcm));
+                    for frame in ready.drain(..) {
+                        let _ = link.try_send(LinkCommand::Audio(frame));
+                    }
                     start += bytes as f64 / 32_000.0;
                     // The two link tasks' side.
                     black_box(stt_rx.try_recv());
-                    if let Ok(LinkCommand::Audio { start, pcm }) = link_rx.try_recv() {
-                        encoder.push(start, &pcm, &mut out);
+                    if let Ok(LinkCommand::Audio(frame)) = link_rx.try_recv() {
+                        black_box(frame);
                     }
-                    out.clear();
                 },
                 BatchSize::SmallInput,
             );

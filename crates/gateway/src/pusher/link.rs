@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hark_proto::{pusher, Ack, ConversationRecord, PusherFrame, Segment, SegmentsPayload, Via};
+use hark_proto::{Ack, ConversationRecord, PusherFrame, Segment, SegmentsPayload, Via};
 use hark_resilience::breaker::BreakerState;
 use hark_resilience::reconnect::{Attempts, Ended, Next};
 use rand::rngs::SmallRng;
@@ -56,13 +56,9 @@ const WRITE_BATCH: usize = 32;
 /// What the session asks of its link.
 #[derive(Debug)]
 pub enum LinkCommand {
-    /// PCM16 audio (101).
-    Audio {
-        /// Unix epoch seconds of the buffer's first sample.
-        start: f64,
-        /// The audio.
-        pcm: Bytes,
-    },
+    /// One finished 101 frame (header and PCM16), built by the session's
+    /// [`AudioEncoder`](super::audio::AudioEncoder): the link only sends it.
+    Audio(Bytes),
     /// New segments of the current conversation.
     Segments(Vec<Segment>),
     /// The current conversation changed (103).
@@ -172,8 +168,6 @@ pub struct PusherLink {
     attempts: Attempts,
     /// When the session's hand-off must be done (from [`LinkCommand::Finish`]).
     deadline: Option<Instant>,
-    /// Audio waiting for its 101.
-    audio: AudioEncoder,
     /// The gauge this link currently counts in.
     gauge: Gauge,
     /// Jitter source for backoff.
@@ -204,7 +198,6 @@ impl PusherLink {
             pending: VecDeque::new(),
             attempts,
             deadline: None,
-            audio: AudioEncoder::new(sample_rate),
             gauge: Gauge::None,
             rng: SmallRng::from_rng(&mut rand::rng()),
             session_id,
@@ -366,10 +359,6 @@ impl PusherLink {
             }
             Exit::Failed(reason) => {
                 conn.abort();
-                let lost = self.audio.discard();
-                if lost > 0 {
-                    count_drop("101", lost + pusher::AUDIO_HEADER_LEN);
-                }
                 let lived = since.elapsed();
                 tracing::info!(session = %self.session_id, %reason, ?lived, "pusher link lost; reconnecting");
                 self.set_gauge(Gauge::None);
@@ -463,7 +452,7 @@ impl PusherLink {
     /// Encodes one command for a live link.
     fn encode_command(&mut self, command: LinkCommand, out: &mut Vec<Bytes>) {
         match command {
-            LinkCommand::Audio { start, pcm } => self.audio.push(start, &pcm, out),
+            LinkCommand::Audio(frame) => out.push(frame),
             LinkCommand::Segments(segments) => self.batch.extend(segments),
             LinkCommand::ConversationStarted(id) => {
                 self.take_batch(out);
@@ -489,9 +478,8 @@ impl PusherLink {
         self.current.as_ref().is_some_and(|c| c.id == id && c.missed)
     }
 
-    /// Moves the buffered audio into a 101 and the segment batch into a 102.
+    /// Moves the segment batch into a 102.
     fn take_batch(&mut self, out: &mut Vec<Bytes>) {
-        self.audio.flush(out);
         if self.batch.is_empty() {
             return;
         }
@@ -583,7 +571,7 @@ impl PusherLink {
     /// send ended conversations down the fallback path.
     async fn handle_offline(&mut self, command: LinkCommand) {
         match command {
-            LinkCommand::Audio { pcm, .. } => count_drop("101", pcm.len() + 12),
+            LinkCommand::Audio(frame) => count_drop("101", frame.len()),
             LinkCommand::Segments(segments) => {
                 // The session keeps the segments for the fallback record.
                 let bytes: usize = segments.iter().map(|s| s.text.len() + 128).sum();
@@ -640,81 +628,6 @@ impl PusherLink {
             Gauge::None => {}
         }
         self.gauge = gauge;
-    }
-}
-
-/// Turns the session's audio into 101 frames, about 100 ms each: consecutive
-/// buffers are appended to one frame (one allocation and one WebSocket frame per
-/// 100 ms instead of per client frame; omi's own listen flushes 101 every second).
-/// A gap in the audio, a conversation change (103) or a hand-off (104) ends the
-/// frame early, so every 101 starts at its first sample's true time.
-#[derive(Debug)]
-pub struct AudioEncoder {
-    /// The 101 being built: header, then PCM.
-    frame: bytes::BytesMut,
-    /// Unix seconds of the frame's first sample.
-    start: Option<f64>,
-    /// Where the frame's audio ends, in Unix seconds.
-    end: f64,
-    /// PCM bytes at which the frame is sent.
-    flush_at: usize,
-    /// Bytes per second of the PCM.
-    bytes_per_second: f64,
-}
-
-/// Audio a 101 frame carries before it is sent.
-pub const AUDIO_FRAME: Duration = Duration::from_millis(100);
-/// A buffer starting this far from where the previous one ended is a gap.
-const AUDIO_GAP: f64 = 0.25;
-
-impl AudioEncoder {
-    /// An encoder for PCM16 at `sample_rate`.
-    pub fn new(sample_rate: u32) -> Self {
-        let bytes_per_second = f64::from(sample_rate) * 2.0;
-        Self {
-            frame: bytes::BytesMut::new(),
-            start: None,
-            end: 0.0,
-            flush_at: (AUDIO_FRAME.as_secs_f64() * bytes_per_second) as usize,
-            bytes_per_second,
-        }
-    }
-
-    /// Adds one buffer of PCM16 that starts at `start` (Unix seconds); pushes a
-    /// finished 101 onto `out` when one is due.
-    pub fn push(&mut self, start: f64, pcm: &[u8], out: &mut Vec<Bytes>) {
-        if self.start.is_some() && (start - self.end).abs() > AUDIO_GAP {
-            self.flush(out);
-        }
-        if self.start.is_none() {
-            self.frame.reserve(pusher::AUDIO_HEADER_LEN + self.flush_at + pcm.len());
-            self.frame.extend_from_slice(&pusher::AUDIO.to_le_bytes());
-            self.frame.extend_from_slice(&start.to_le_bytes());
-            self.start = Some(start);
-            self.end = start;
-        }
-        self.frame.extend_from_slice(pcm);
-        self.end += pcm.len() as f64 / self.bytes_per_second;
-        if self.frame.len() - pusher::AUDIO_HEADER_LEN >= self.flush_at {
-            self.flush(out);
-        }
-    }
-
-    /// Sends what is buffered as one 101.
-    pub fn flush(&mut self, out: &mut Vec<Bytes>) {
-        if self.start.take().is_some() {
-            out.push(self.frame.split().freeze());
-        }
-    }
-
-    /// Forgets what is buffered (the link went down); returns its PCM bytes.
-    pub fn discard(&mut self) -> usize {
-        if self.start.take().is_none() {
-            return 0;
-        }
-        let pcm = self.frame.len() - pusher::AUDIO_HEADER_LEN;
-        self.frame.clear();
-        pcm
     }
 }
 

@@ -1,6 +1,7 @@
 //! The pusher side of Hark: dialing, one live link ([`conn::PusherConn`]), the
 //! per-session link state machine, and the pod breaker's prober.
 
+pub mod audio;
 pub mod conn;
 pub mod dial;
 pub mod link;

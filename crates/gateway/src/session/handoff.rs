@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::fallback::Fallback;
 use crate::metrics::{CONVERSATIONS, PUSHER_DROPPED_BYTES, PUSHER_DROPPED_FRAMES};
+use crate::pusher::audio::AudioEncoder;
 use crate::pusher::link::{LinkCommand, LinkEvent, PusherLink};
 use crate::Shared;
 
@@ -35,6 +36,10 @@ pub struct Handoff {
     writes: JoinSet<Option<String>>,
     /// The fallback path.
     fallback: Arc<Fallback>,
+    /// Builds the 101s, so that only finished frames cross to the link's task.
+    audio: AudioEncoder,
+    /// Finished 101s on their way to the link (at most two; kept, not reallocated).
+    ready: Vec<bytes::Bytes>,
 }
 
 impl Handoff {
@@ -48,7 +53,13 @@ impl Handoff {
             shared.tasks.spawn(link.run());
             Link { commands, events }
         });
-        Self { link, writes: JoinSet::new(), fallback: shared.fallback.clone() }
+        Self {
+            link,
+            writes: JoinSet::new(),
+            fallback: shared.fallback.clone(),
+            audio: AudioEncoder::new(sample_rate),
+            ready: Vec::with_capacity(2),
+        }
     }
 
     /// Sends a command the link may drop (audio, live segments): `false` when the
@@ -61,19 +72,58 @@ impl Handoff {
         }
     }
 
-    /// Offers 101 audio, counting it as dropped when the link cannot take it.
-    pub fn audio(&self, start: f64, pcm: bytes::Bytes) {
-        let len = pcm.len();
-        if !self.offer(LinkCommand::Audio { start, pcm }) {
-            // The link cannot keep up (or pusher is slow): drop, never queue more.
-            metrics::counter!(PUSHER_DROPPED_BYTES, "frame" => "101").increment(len as u64 + 12);
-            metrics::counter!(PUSHER_DROPPED_FRAMES, "frame" => "101").increment(1);
+    /// Adds PCM16 whose first sample is at `start` (Unix seconds) to the 101 being
+    /// built, and offers each finished 101 to the link. Without a pusher, nothing.
+    pub fn audio(&mut self, start: f64, pcm: &[u8]) {
+        if self.link.is_some() {
+            self.audio.push(start, pcm, &mut self.ready);
+            self.send_ready();
+        }
+    }
+
+    /// The conversation changed (103): the 101 being built ends first, so every
+    /// 101 pusher gets belongs to the conversation it was told of before it.
+    pub fn conversation_started(&mut self, id: String) {
+        self.flush_audio();
+        self.offer(LinkCommand::ConversationStarted(id));
+    }
+
+    /// Whether the session has a pusher link to feed.
+    pub fn has_link(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Sends the 101 being built now, however short: at a conversation change, at
+    /// the end, and on the session's 1 s tick, so pusher gets the tail of a burst
+    /// (or the audio before a pause) within a second, as it did when the link
+    /// built 101s.
+    pub fn flush_audio(&mut self) {
+        if self.link.is_some() {
+            self.audio.flush(&mut self.ready);
+            self.send_ready();
+        }
+    }
+
+    /// Offers the finished 101s; one the link cannot take is dropped and counted
+    /// (the link cannot keep up, or pusher is slow): never queue more.
+    fn send_ready(&mut self) {
+        for frame in self.ready.drain(..) {
+            let len = frame.len() as u64;
+            let taken = match &self.link {
+                Some(link) => link.commands.try_send(LinkCommand::Audio(frame)).is_ok(),
+                None => true,
+            };
+            if !taken {
+                metrics::counter!(PUSHER_DROPPED_BYTES, "frame" => "101").increment(len);
+                metrics::counter!(PUSHER_DROPPED_FRAMES, "frame" => "101").increment(1);
+            }
         }
     }
 
     /// A conversation ended: to the link, or — without one, or when its queue is
     /// full, which must not lose a conversation — to the outbox from here.
     pub fn conversation_ended(&mut self, record: ConversationRecord) {
+        self.flush_audio();
         let record = match &self.link {
             Some(link) => {
                 match link.commands.try_send(LinkCommand::ConversationEnded(Box::new(record))) {
@@ -131,6 +181,7 @@ impl Handoff {
     /// `deadline`.
     pub async fn finish(&mut self, deadline: Instant) -> Vec<LinkEvent> {
         let mut events = Vec::new();
+        self.flush_audio();
         if let Some(Link { commands, events: from_link }) = self.link.take() {
             let finish = LinkCommand::Finish { deadline };
             let _ = tokio::time::timeout_at(deadline, commands.send(finish)).await;

@@ -49,6 +49,8 @@ use crate::Shared;
 /// answer with a 2-byte keep-alive, so a muted app never hits the inactivity
 /// timeout) and a WebSocket ping for other clients, as omi's backend does every 10 s.
 const CLIENT_PING: Duration = Duration::from_secs(10);
+/// How often the session sends pusher the 101 it is building, however short.
+const AUDIO_TICK: Duration = Duration::from_secs(1);
 /// At session end, how long to wait for the STT provider's last results.
 const STT_FLUSH: Duration = Duration::from_secs(7);
 /// At session end, how long to wait for the pusher link to hand everything off.
@@ -201,13 +203,18 @@ impl Session {
                 return Box::pin(self.finish(None, Outcome::SttUnavailable)).await;
             }
         };
-        self.handoff.offer(LinkCommand::ConversationStarted(self.conversation.id.clone()));
+        self.handoff.conversation_started(self.conversation.id.clone());
 
         let limits = self.shared.config.limits.clone();
         // A client that answers every ping never reaches the inactivity timeout.
         let mut ping = tokio::time::interval(CLIENT_PING.min(limits.inactivity_timeout / 3));
         ping.reset();
         let mut frames = FrameBudget::new(limits.max_frames_per_second.get());
+        // The 101 being built goes to pusher at least once a second.
+        let pushing = self.handoff.has_link();
+        let mut audio_tick = tokio::time::interval(AUDIO_TICK);
+        audio_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        audio_tick.reset();
         // Every wait is one future pinned for the whole session and moved with
         // `reset`, never rebuilt per frame: the timer wheel and the cancellation
         // tokens' locks stay off the per-frame path. Inactivity is checked lazily:
@@ -305,6 +312,7 @@ impl Session {
                     inactivity.as_mut().reset(due);
                 }
                 _ = ping.tick() => { let _ = self.client.send(Outbound::Ping); }
+                _ = audio_tick.tick(), if pushing => self.handoff.flush_audio(),
                 () = &mut drained, if !draining => {
                     // Spread closes over the first half of the drain timeout so
                     // clients do not all reconnect to the next pod in one second.
@@ -455,10 +463,12 @@ impl Session {
         if let Some(meter) = &self.fair_use {
             meter.add(data.len());
         }
-        if !stt.try_send(data.clone()) {
-            metrics::counter!(STT_DROPPED_BYTES).increment(data.len() as u64);
+        // The 101 copies what it needs first; the buffer itself goes to STT.
+        self.handoff.audio(start, &data);
+        let len = data.len();
+        if !stt.try_send(data) {
+            metrics::counter!(STT_DROPPED_BYTES).increment(len as u64);
         }
-        self.handoff.audio(start, data);
     }
 
     fn on_runs(&mut self, runs: &[hark_proto::deepgram::SpeakerRun], received: Instant) {
@@ -497,7 +507,7 @@ impl Session {
         );
         tracing::info!(session = %self.who.session_id, conversation = %record.conversation_id, segments = record.segments.len(), "conversation ended");
         self.handoff.conversation_ended(record);
-        self.handoff.offer(LinkCommand::ConversationStarted(next_id));
+        self.handoff.conversation_started(next_id);
     }
 
     fn on_link_event(&mut self, event: LinkEvent) {
