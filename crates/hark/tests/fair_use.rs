@@ -308,3 +308,88 @@ async fn redis_going_away_costs_clients_nothing() {
     eprintln!("rita's usage in Redis after the restart: {used_ms} ms");
     assert!(used_ms >= 8_000.0, "rita's outage usage reached Redis: {used_ms} ms");
 }
+
+/// Decision 70: a session's quota is committed when its audio ends, not when its
+/// hand-off does. Pusher acks each 104 only after 8 s; the conversation ends by its
+/// 1 s timeout and its 104 goes out, then the client closes, so the session's
+/// hand-off waits for that ack (up to its 5 s grace). The commit comes first,
+/// while the session has not ended yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_is_committed_when_the_audio_ends_not_after_the_hand_off() {
+    use hark_fakes::fake_pusher::{FakePusher, FakePusherConfig, PusherMode};
+    use hark_proto::pusher as codes;
+
+    let fleet = Fleet::start().await;
+    let pusher = FakePusher::start(FakePusherConfig {
+        mode: PusherMode::SlowAck { delay: Duration::from_secs(8) },
+        record: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let secret = fleet.dir.path().join("secret");
+    let url = fleet.redis.url();
+    let flags = [
+        "--auth",
+        "jwt",
+        "--jwt-secret-file",
+        secret.to_str().unwrap(),
+        "--redis-url",
+        url.as_str(),
+        "--quota-plan",
+        "free=600s",
+        "--quota-lease",
+        "5s",
+    ];
+    let outbox = fleet.dir.path().join("slow-ack");
+    let args = common::fake_upstream_args(&fleet.stt.url(), Some(&pusher.url()), &outbox, &flags);
+    let pod = common::start(&args).await;
+
+    let auth = format!("Bearer {}", token("quinn", None));
+    let query = "sample_rate=16000&codec=pcm16&conversation_timeout=1";
+    let mut client = ListenClient::connect(pod.client, query, &[("Authorization", auth.as_str())])
+        .await
+        .unwrap();
+    assert!(client.wait_for(WAIT, |r| *r == Received::Status(ServiceStatus::Ready)).await);
+    let (sent, closed) = stream(&mut client, 3.0, 2.0).await;
+    assert_eq!((sent.round(), closed), (3.0, None));
+    // The conversation ends 1 s after its last transcript: its 104 reaches pusher,
+    // which holds the ack.
+    let processed = || pusher.frames().iter().any(|f| f.code == codes::PROCESS && f.uid == "quinn");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !processed() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(processed(), "the conversation went to pusher as a 104");
+    // The client's close completes only once hark closes TCP, after the hand-off:
+    // close in the background and watch the pod meanwhile.
+    let closing = tokio::spawn(client.close());
+
+    let commit = r#"hark_store_calls_total{store="redis",op="quota_commit",result="ok"}"#;
+    let ended = r#"hark_sessions_total{outcome="client_closed"}"#;
+    let mut sessions_ended_at_commit = None;
+    for _ in 0..40 {
+        if metric(&pod, commit).await >= 1.0 {
+            sessions_ended_at_commit = Some(metric(&pod, ended).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sessions_ended_at_commit,
+        Some(0.0),
+        "the quota was committed within 2 s of the close, while the hand-off still waited"
+    );
+    // And the hand-off does end, after the ack grace: the check above can fail.
+    let mut session_ended = false;
+    for _ in 0..200 {
+        if metric(&pod, ended).await >= 1.0 {
+            session_ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(session_ended, "the session ended once its hand-off was done");
+    let close = closing.await.expect("the close task");
+    assert!(close.is_ok(), "the closing handshake completes: {close:?}");
+}
