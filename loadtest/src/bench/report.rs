@@ -273,10 +273,12 @@ pub fn print_table(report: &BenchReport) -> String {
             opt(o.hark_opus_20ms_cpu_percent, 1),
             opt(o.limit_cpu_percent, 1),
             opt(o.hark_pcm16_20ms_cpu_percent, 1),
-            match o.within_limit {
-                Some(true) => ": within",
-                Some(false) => ": OVER",
-                None => "",
+            match (o.within_limit, o.hark_pcm16_20ms_cpu_percent) {
+                (Some(true), _) => ": within",
+                (Some(false), _) => ": OVER",
+                // No limit without a PCM16 20 ms figure from the same invocation.
+                (None, None) => ": not checked (add --workload pcm16-20ms to this run)",
+                (None, Some(_)) => "",
             }
         );
     }
