@@ -149,9 +149,22 @@ async fn postgres_concurrent_claimers_never_share_a_row() {
     for n in 0..200 {
         a.insert(&record(&format!("r-{n:03}"), "u1")).await.unwrap();
     }
+    // Each claimer takes its first batch, then waits for the other's: on a busy
+    // machine one task could otherwise drain all 200 rows before the other's first
+    // query (a failure of the test's scheduling, not of the store). After the
+    // barrier both race for the rest.
+    let both_started = Arc::new(tokio::sync::Barrier::new(2));
     let claimer = |store: Arc<hark_store::PgStore>, pod: &'static str| {
+        let both_started = both_started.clone();
         tokio::spawn(async move {
-            let mut mine = Vec::new();
+            let mut mine: Vec<String> = store
+                .claim_due(pod, LONG, 7)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.record.conversation_id)
+                .collect();
+            both_started.wait().await;
             loop {
                 let batch = store.claim_due(pod, LONG, 7).await.unwrap();
                 if batch.is_empty() {
