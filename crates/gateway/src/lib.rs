@@ -71,7 +71,7 @@ pub struct Shared {
     pub auth: Option<auth::JwtAuth>,
     /// Per-client-IP upgrade rate limit.
     pub ip_limiter: Option<listener::IpLimiter>,
-    /// Every task a session starts (its writer, STT and pusher links), so shutdown
+    /// Every task a session starts (its STT and pusher links), so shutdown
     /// can wait for them.
     pub tasks: TaskTracker,
     /// When a drain must be over: set once, by [`Gateway::drain`], to the drain's

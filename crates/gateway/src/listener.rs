@@ -134,6 +134,7 @@ async fn handshake(
     shared: &Arc<Shared>,
 ) -> Option<(WebSocketStream<ClientIo>, Decision)> {
     crate::ws::tune(&stream);
+    crate::ws::bound_client_send_buffer(&stream);
     let limit = shared.config.limits.handshake_timeout;
     let handshake = async {
         let granted = match decide(&mut stream, peer, shared).await {

@@ -89,6 +89,19 @@ pub fn tune(stream: &TcpStream) {
     }
 }
 
+/// The kernel send buffer asked for a client socket (Linux doubles it). What goes
+/// to a client is transcripts and events, about a kilobyte a second; left to
+/// autotuning, a client that stops reading could pin up to `tcp_wmem`'s maximum
+/// (4 MiB) of kernel memory before its queue filled and it was closed 1008.
+pub const CLIENT_SEND_BUFFER: usize = 16 * 1024;
+
+/// Fixes a client socket's kernel send buffer at [`CLIENT_SEND_BUFFER`].
+pub fn bound_client_send_buffer(stream: &TcpStream) {
+    if let Err(error) = socket2::SockRef::from(stream).set_send_buffer_size(CLIENT_SEND_BUFFER) {
+        tracing::debug!(%error, "SO_SNDBUF not set");
+    }
+}
+
 /// Bound on waiting for a client's Close reply and its end of the TCP stream.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 

@@ -2,28 +2,29 @@
 //! STT link, the pusher link and the current conversation.
 //!
 //! ```text
-//!  client ─frames─▶ session ──audio (try_send)──▶ STT link ──▶ provider
-//!     ▲               │  ▲                                        │
-//!     │               │  └──────── runs ◀─────────────────────────┘
-//!   writer ◀─queue────┤
+//!  client ◀─frames─▶ session ──audio (try_send)──▶ STT link ──▶ provider
+//!                     │  ▲                                        │
+//!                     │  └──────── runs ◀─────────────────────────┘
 //!                     └──audio, segments, 103/104 (try_send)──▶ pusher link ──▶ pusher
 //!                                         ▲ degraded / recovered / handed off
 //! ```
 //!
+//! The session reads and writes the client socket itself (`client`): what it has
+//! for the client is queued on its own stack and written by the same `select!` that
+//! reads, so a transcript crosses no task boundary on its way out.
+//!
 //! Nothing here waits on pusher: the link is fed with `try_send` and what it cannot
 //! take is dropped and counted. The client is never closed because of pusher.
 
+mod client;
 mod conversation;
 mod handoff;
 mod outcome;
-pub mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::SplitStream;
-use futures::StreamExt;
 use hark_proto::client::{segments_to_json, KEEPALIVE_MAX_BYTES};
 use hark_proto::{ListenParams, ProcessingStatus, ServerEvent, ServiceStatus};
 use rand::Rng;
@@ -32,10 +33,10 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use client::{ClientEvent, ClientOut, ClientWs, Outbound};
 pub use conversation::Conversation;
 use handoff::Handoff;
 pub use outcome::Outcome;
-use writer::{ClientTx, Outbound};
 
 use crate::admission::AdmissionGuard;
 use crate::metrics::{
@@ -55,8 +56,6 @@ const AUDIO_TICK: Duration = Duration::from_secs(1);
 const STT_FLUSH: Duration = Duration::from_secs(7);
 /// At session end, how long to wait for the pusher link to hand everything off.
 const LINK_FLUSH: Duration = Duration::from_secs(15);
-/// Bound on the writer's last flush and Close frame (its own steps are bounded).
-const WRITER_END: Duration = Duration::from_secs(5);
 
 /// Who the session is for.
 #[derive(Debug, Clone)]
@@ -81,32 +80,27 @@ pub async fn run(
 ) {
     let started = Instant::now();
     tracing::info!(session = %who.session_id, uid = %who.uid, sample_rate = params.sample_rate, "session started");
-    let (sink, mut stream) = ws.split();
-    let (client, writer) =
-        writer::spawn(sink, shared.config.limits.client_queue.get(), &shared.tasks);
+    let mut ws = ws;
+    let client = ClientOut::new(shared.config.limits.client_queue.get());
     let mut session = Session::new(shared.clone(), params, who, client, decoder);
     if !pass.is_empty() {
         let meter = crate::fairuse::spawn(pass, session.bytes_per_second, &shared.tasks);
         session.fair_use = Some(meter);
     }
-    let outcome = session.run(&mut stream).await;
+    let outcome = session.run(&mut ws).await;
     let who = session.who.clone();
+    let broken = session.client.is_broken();
     drop(session);
-    // The writer sent the Close (or the reply to the client's) and gives the write
-    // half back; the handshake completes on the reunited socket before TCP closes.
-    let writer_end = shared.end_by(WRITER_END);
-    let sink =
-        tokio::time::timeout_at(writer_end, writer).await.ok().and_then(Result::ok).flatten();
-    let closed = match sink.map(|sink| sink.reunite(stream)) {
-        Some(Ok(ws)) if outcome != Outcome::Error => {
-            let linger = crate::ws::CLOSE_LINGER.min(
-                shared.end_by(crate::ws::CLOSE_LINGER).saturating_duration_since(Instant::now()),
-            );
-            // Boxed, like every end-of-session step: its socket and 4 KiB drain
-            // buffer would otherwise be part of the task for the session's life.
-            Some(Box::pin(crate::ws::finish_close(ws, linger)).await)
-        }
-        _ => None,
+    // The session sent the Close (or the reply to the client's); the handshake
+    // completes before TCP closes.
+    let closed = if outcome != Outcome::Error && !broken {
+        let linger = crate::ws::CLOSE_LINGER
+            .min(shared.end_by(crate::ws::CLOSE_LINGER).saturating_duration_since(Instant::now()));
+        // Boxed, like every end-of-session step: its 4 KiB drain buffer would
+        // otherwise be part of the task for the session's life.
+        Some(Box::pin(crate::ws::finish_close(ws, linger)).await)
+    } else {
+        None
     };
     metrics::counter!(SESSIONS_TOTAL, "outcome" => outcome.label()).increment(1);
     tracing::info!(
@@ -127,8 +121,8 @@ struct Session {
     params: ListenParams,
     /// Who it is for.
     who: Identity,
-    /// The client writer's handle.
-    client: ClientTx,
+    /// What is queued for the client, and the state of writing it.
+    client: ClientOut,
     /// Seconds of audio received (the session's audio clock).
     audio_position: f64,
     /// Bytes per second of the client's PCM.
@@ -154,7 +148,7 @@ impl Session {
         shared: Arc<Shared>,
         params: ListenParams,
         who: Identity,
-        client: ClientTx,
+        client: ClientOut,
         decoder: Box<dyn hark_codec::Decoder>,
     ) -> Self {
         let bytes_per_second = f64::from(params.sample_rate) * 2.0;
@@ -176,11 +170,12 @@ impl Session {
         }
     }
 
-    async fn run(
-        &mut self,
-        stream: &mut SplitStream<WebSocketStream<crate::ws::ClientIo>>,
-    ) -> Outcome {
+    async fn run(&mut self, ws: &mut ClientWs) -> Outcome {
         self.status(ServiceStatus::Initiating, "session accepted");
+        // The client hears of its session before a fleet call can delay it.
+        if self.shared.continuity.is_some() {
+            self.client.flush(ws).await;
+        }
         self.resume_parked().await;
         self.status(ServiceStatus::SttInitiating, "connecting to speech recognition");
         let stt = self.shared.stt.open(
@@ -200,7 +195,7 @@ impl Session {
                 };
                 self.status(ServiceStatus::SttInitiating, text);
                 tracing::warn!(session = %self.who.session_id, %error, "no STT for session");
-                return Box::pin(self.finish(None, Outcome::SttUnavailable)).await;
+                return Box::pin(self.finish(ws, None, Outcome::SttUnavailable)).await;
             }
         };
         self.handoff.conversation_started(self.conversation.id.clone());
@@ -226,9 +221,11 @@ impl Session {
         let drain_close = sleep(Duration::ZERO);
         let drain_token = self.shared.drain.clone();
         let drained = drain_token.cancelled();
-        let dead_token = self.client.dead.clone();
-        let dead = dead_token.cancelled();
-        tokio::pin!(inactivity, conversation_end, drain_close, drained, dead);
+        // A flush to the client blocked past `WRITE_TIMEOUT` ends the session; the
+        // timer moves only when the client's socket blocks anew.
+        let write_stall = sleep(Duration::ZERO);
+        let mut stall_timer_at: Option<Instant> = None;
+        tokio::pin!(inactivity, conversation_end, drain_close, drained, write_stall);
         let mut draining = false;
         let mut conversation_timer_at: Option<Instant> = None;
         let exhausted = self.fair_use.as_mut().and_then(crate::fairuse::Meter::take_exhausted);
@@ -249,8 +246,20 @@ impl Session {
                 }
                 conversation_timer_at = self.conversation_deadline;
             }
+            let blocked = self.client.blocked_since();
+            if blocked != stall_timer_at {
+                if let Some(at) = blocked {
+                    write_stall.as_mut().reset(at + client::WRITE_TIMEOUT);
+                }
+                stall_timer_at = blocked;
+            }
             tokio::select! {
-                message = stream.next() => match message {
+                io = std::future::poll_fn(|cx| self.client.poll_io(ws, cx)) => match io {
+                    ClientEvent::WriteFailed(error) => {
+                        tracing::debug!(session = %self.who.session_id, %error, "client write failed");
+                        break Outcome::Error;
+                    }
+                    ClientEvent::Read(message) => match message {
                     Some(Ok(Message::Binary(_) | Message::Text(_))) if !frames.take() => break Outcome::Flood,
                     Some(Ok(Message::Binary(data))) => {
                         last_heard = Instant::now();
@@ -271,7 +280,7 @@ impl Session {
                         // Answer at once: the client is waiting for the reply, and
                         // handing off the conversation can take seconds.
                         let code = frame.map_or(1005, |f| u16::from(f.code));
-                        self.client.close(code, "");
+                        Box::pin(self.client.close(ws, code, "")).await;
                         break Outcome::ClientClosed;
                     }
                     None => break Outcome::ClientGone,
@@ -286,6 +295,7 @@ impl Session {
                         tracing::debug!(session = %self.who.session_id, %error, "client read failed");
                         break Outcome::Error;
                     }
+                    },
                 },
                 event = stt.events.recv() => match event {
                     Some(SttEvent::Connected { reconnect }) => {
@@ -322,7 +332,12 @@ impl Session {
                     drain_close.as_mut().reset(Instant::now() + delay);
                 }
                 () = &mut drain_close, if draining => break Outcome::Drained,
-                () = &mut dead => break Outcome::Error,
+                () = &mut write_stall, if stall_timer_at.is_some() => {
+                    if self.client.blocked_since().is_some_and(|at| at + client::WRITE_TIMEOUT <= Instant::now()) {
+                        tracing::info!(session = %self.who.session_id, "client write blocked past {:?}", client::WRITE_TIMEOUT);
+                        break Outcome::Error;
+                    }
+                }
                 retry = &mut quota, if quota_live => match retry {
                     Some(retry_after) => {
                         self.quota_retry = Some(retry_after);
@@ -342,12 +357,17 @@ impl Session {
         if let Some(meter) = self.fair_use.as_mut() {
             meter.finish();
         }
-        Box::pin(self.finish(Some(stt), outcome)).await
+        Box::pin(self.finish(ws, Some(stt), outcome)).await
     }
 
     /// Hands everything off and closes the client, within the process's shutdown
     /// deadline when it is draining.
-    async fn finish(&mut self, stt: Option<crate::stt::SttLink>, outcome: Outcome) -> Outcome {
+    async fn finish(
+        &mut self,
+        ws: &mut ClientWs,
+        stt: Option<crate::stt::SttLink>,
+        outcome: Outcome,
+    ) -> Outcome {
         // 1. Flush STT: close its audio, collect the last results.
         if let Some(stt) = stt {
             let crate::stt::SttLink { audio, mut events } = stt;
@@ -360,7 +380,10 @@ impl Session {
                         Some(SttEvent::Runs { runs, received }) => self.on_runs(&runs, received),
                         Some(SttEvent::Finished) | Some(SttEvent::Failed(_)) | None => break,
                         Some(_) => {}
-                    }
+                    },
+                    // The last transcripts go out as they come, not after the
+                    // hand-off; a write that fails leaves the client broken.
+                    _ = std::future::poll_fn(|cx| self.client.poll_write(ws, cx)), if self.client.has_pending() => {}
                 }
             }
         }
@@ -380,9 +403,9 @@ impl Session {
         if outcome == Outcome::Undecodable {
             let codec = self.decoder.codec().as_str();
             let reason = format!("audio frames do not decode as {codec}");
-            self.client.close(1003, &reason);
+            self.client.close(ws, 1003, &reason).await;
         } else if let Some((code, reason)) = outcome.close() {
-            self.client.close(code, reason);
+            self.client.close(ws, code, reason).await;
         }
         outcome
     }
