@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod connect;
 pub mod continuity;
+pub mod drain;
 pub mod fairuse;
 pub mod fallback;
 pub mod listener;
@@ -65,8 +66,8 @@ pub struct Shared {
     pub fairuse: fairuse::FairUse,
     /// Session limits and drain state.
     pub admission: Arc<Admission>,
-    /// Cancelled when the process starts draining.
-    pub drain: CancellationToken,
+    /// Started when the process starts draining.
+    pub drain: drain::Drain,
     /// Bearer-token verifier (auth mode `jwt`).
     pub auth: Option<auth::JwtAuth>,
     /// Per-client-IP upgrade rate limit.
@@ -304,7 +305,7 @@ impl Gateway {
             continuity: Some(continuity),
             fairuse,
             admission: admission.clone(),
-            drain: CancellationToken::new(),
+            drain: drain::Drain::new(),
             auth: jwt,
             ip_limiter,
             tasks: TaskTracker::new(),
@@ -346,7 +347,7 @@ impl Gateway {
         let deadline = tokio::time::Instant::now() + self.shared.config.drain_timeout;
         let _ = self.shared.shutdown_deadline.set(deadline);
         self.shared.admission.start_draining();
-        self.shared.drain.cancel();
+        self.shared.drain.start();
     }
 
     /// Waits for sessions and their tasks to end, until the shutdown deadline (the

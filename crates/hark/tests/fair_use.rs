@@ -50,6 +50,11 @@ impl Fleet {
     }
 
     async fn pod(&self, name: &str, extra: &[&str]) -> Hark {
+        self.pod_with_pusher(name, None, extra).await
+    }
+
+    /// A pod of the fleet with a pusher (`None`: none) and `extra` flags.
+    async fn pod_with_pusher(&self, name: &str, pusher: Option<&str>, extra: &[&str]) -> Hark {
         let outbox = self.dir.path().join(name);
         let secret = self.dir.path().join("secret");
         let url = self.redis.url();
@@ -62,7 +67,7 @@ impl Fleet {
             url.as_str(),
         ];
         flags.extend_from_slice(extra);
-        let args = common::fake_upstream_args(&self.stt.url(), None, Path::new(&outbox), &flags);
+        let args = common::fake_upstream_args(&self.stt.url(), pusher, Path::new(&outbox), &flags);
         common::start(&args).await
     }
 }
@@ -327,23 +332,8 @@ async fn the_quota_is_committed_when_the_audio_ends_not_after_the_hand_off() {
     })
     .await
     .unwrap();
-    let secret = fleet.dir.path().join("secret");
-    let url = fleet.redis.url();
-    let flags = [
-        "--auth",
-        "jwt",
-        "--jwt-secret-file",
-        secret.to_str().unwrap(),
-        "--redis-url",
-        url.as_str(),
-        "--quota-plan",
-        "free=600s",
-        "--quota-lease",
-        "5s",
-    ];
-    let outbox = fleet.dir.path().join("slow-ack");
-    let args = common::fake_upstream_args(&fleet.stt.url(), Some(&pusher.url()), &outbox, &flags);
-    let pod = common::start(&args).await;
+    let flags = ["--quota-plan", "free=600s", "--quota-lease", "5s"];
+    let pod = fleet.pod_with_pusher("slow-ack", Some(&pusher.url()), &flags).await;
 
     let auth = format!("Bearer {}", token("quinn", None));
     let query = "sample_rate=16000&codec=pcm16&conversation_timeout=1";

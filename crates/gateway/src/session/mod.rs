@@ -211,16 +211,16 @@ impl Session {
         audio_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         audio_tick.reset();
         // Every wait is one future pinned for the whole session and moved with
-        // `reset`, never rebuilt per frame: the timer wheel and the cancellation
-        // tokens' locks stay off the per-frame path. Inactivity is checked lazily:
+        // `reset`, never rebuilt per frame: the timer wheel and the drain token's
+        // locks stay off the per-frame path. Inactivity is checked lazily:
         // a frame only stamps `last_heard`; the timer, when it fires, moves itself to
         // the real deadline.
         let mut last_heard = Instant::now();
         let inactivity = sleep(limits.inactivity_timeout);
         let conversation_end = sleep(Duration::ZERO);
         let drain_close = sleep(Duration::ZERO);
-        let drain_token = self.shared.drain.clone();
-        let drained = drain_token.cancelled();
+        // Polled on every turn, but only one atomic load once registered (`drain`).
+        let drained = self.shared.drain.watch();
         // A flush to the client blocked past `WRITE_TIMEOUT` ends the session; the
         // timer moves only when the client's socket blocks anew.
         let write_stall = sleep(Duration::ZERO);
