@@ -150,7 +150,12 @@ suite!(
 async fn memory_parking_for_a_pod_without_postgres_leaves_the_outbox_to_the_caller() {
     use hark_store::{ExpiredParking, WallClock};
     let store = MemoryStore::with_options(10, ExpiredParking::ToCaller, WallClock::system());
-    store.park(&parked("c", "u", Duration::ZERO)).await.unwrap();
+    // Stamped on the store's own clock: `system_now_ms()` can read a millisecond
+    // ahead of it (the clock is a truncated base plus truncated `Instant` time), and
+    // a conversation parked with no timeout would then be due only 1 ms later.
+    let mut conversation = parked("c", "u", Duration::ZERO);
+    conversation.last_transcript_at_ms = store.clock().now_ms();
+    store.park(&conversation).await.unwrap();
     assert_eq!(store.claim_expired("pod", 10).await.unwrap().len(), 1);
     assert_eq!(store.stats().await.unwrap().pending, 0, "the caller writes it to its disk outbox");
 }
