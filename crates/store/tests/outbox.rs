@@ -238,7 +238,9 @@ async fn postgres_outage_fails_fast_then_recovers() {
     let started = std::time::Instant::now();
     let rejected = store.insert(&record("rejected", "u1")).await.unwrap_err();
     assert!(matches!(rejected, hark_store::StoreError::Rejected { .. }), "{rejected}");
-    assert!(started.elapsed() < Duration::from_millis(50), "no I/O while open");
+    // `Rejected` is the breaker's answer, not an I/O error; the bound only says it
+    // did not wait out a 2 s budget (with room for a loaded machine).
+    assert!(started.elapsed() < Duration::from_millis(500), "no I/O while open");
     server.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
